@@ -1,0 +1,278 @@
+"""Command-line interface: a thin layer that parses options, calls the API and prints.
+
+Every command turns :class:`~ionraman.errors.InputError` (bad input) and
+:class:`~ionraman.errors.SimulationError` (a guard stopped a run) into one line
+on stderr and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from . import __version__
+from .errors import InputError, SimulationError
+
+app = typer.Typer(
+    name="ionraman",
+    help="Low-frequency Raman fingerprints of fast ion conduction from ML molecular dynamics.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _friendly(fn: F) -> F:
+    """Print InputError/SimulationError as one sentence and exit non-zero."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except InputError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except SimulationError as exc:
+            typer.echo(f"simulation stopped: {exc}", err=True)
+            raise typer.Exit(3) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted: progress was checkpointed; rerun the same command with --resume to continue.", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _print_json(obj: Any) -> None:
+    typer.echo(json.dumps(obj, indent=2, default=_json_default))
+
+
+def _json_default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(type(o).__name__)
+
+
+@app.callback(invoke_without_command=True)
+def _root(version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False) -> None:
+    if version:
+        typer.echo(f"ionraman {__version__}")
+        raise typer.Exit()
+
+
+# --------------------------------------------------------------------------- structures
+
+
+@app.command()
+@_friendly
+def structures(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable list.")] = False) -> None:
+    """List the built-in candidate structures (shipped CIF files with provenance)."""
+    from .structures import builtin_structures
+
+    items = [b.to_dict() for b in builtin_structures()]
+    if as_json:
+        _print_json(items)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="Built-in candidates")
+    for col in ("name", "formula", "space group", "mobile ion", "source"):
+        t.add_column(col)
+    for b in builtin_structures():
+        t.add_row(b.name, b.formula, f"{b.spacegroup_symbol} ({b.spacegroup_number})", b.mobile_ion, b.source)
+    Console().print(t)
+
+
+# --------------------------------------------------------------------------- md
+
+
+def _load(structure: str, supercell: str | None, min_atoms: int | None, cutoff_A: float, seed: int):
+    from .structures import load_structure
+
+    return load_structure(
+        structure,
+        supercell=supercell,
+        min_atoms=min_atoms,
+        min_width_A=2.0 * cutoff_A if min_atoms else None,
+        seed=seed,
+    )
+
+
+@app.command()
+@_friendly
+def md(
+    structure: Annotated[str, typer.Argument(help="Built-in name (see `ionraman structures`) or CIF/POSCAR/extxyz path.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="H5MD trajectory to write.")],
+    temperature: Annotated[float, typer.Option("-T", "--temperature", help="Temperature in K.")],
+    time: Annotated[float, typer.Option("--time", help="Production length in ps.")] = 10.0,
+    timestep: Annotated[float, typer.Option("--timestep", help="Time step in fs.")] = 2.0,
+    forcefield: Annotated[str, typer.Option("--forcefield", help="chgnet, sevennet[:MODEL], mace:FILE, python:MOD:FACTORY.")] = "chgnet",
+    supercell: Annotated[str | None, typer.Option("--supercell", help="Repeats, e.g. 2x2x2.")] = None,
+    min_atoms: Annotated[int | None, typer.Option("--min-atoms", help="Smallest supercell with ≥ N atoms and widths ≥ 2× the cutoff.")] = None,
+    equilibrate: Annotated[float, typer.Option("--equilibrate", help="Thermalisation before production, ps.")] = 1.0,
+    npt: Annotated[float, typer.Option("--npt", help="NPT cell equilibration at T before thermalisation, ps (0: fixed cell).")] = 0.0,
+    relax: Annotated[bool, typer.Option("--relax/--no-relax", help="Relax positions (FIRE) before MD.")] = False,
+    sample_every: Annotated[int, typer.Option("--sample-every", help="Steps between stored frames.")] = 5,
+    thermostat_tau: Annotated[float, typer.Option("--thermostat-tau", help="Bussi coupling time in production, fs.")] = 100.0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for velocities, thermostat and site ordering.")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint of OUTPUT.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+) -> None:
+    """Finite-temperature ML-force-field MD: equilibrate, then NVT production written to H5MD."""
+    from .forcefields import get_forcefield
+    from .md import MDConfig, run_md
+
+    cfg = MDConfig(
+        temperature_K=temperature,
+        time_ps=time,
+        timestep_fs=timestep,
+        equilibrate_ps=equilibrate,
+        npt_ps=npt,
+        relax=relax,
+        sample_every=sample_every,
+        thermostat_tau_fs=thermostat_tau,
+        seed=seed,
+    )
+    cfg.validate()  # before the (slow) model load
+    ff = get_forcefield(forcefield)
+    loaded = _load(structure, supercell, min_atoms, ff.cutoff_A, seed)
+    ff.check_elements(loaded.atoms, loaded.name)
+    typer.echo(
+        f"{loaded.name}: {loaded.atoms.get_chemical_formula(mode='metal')}, {len(loaded.atoms)} atoms, "
+        f"supercell {'x'.join(map(str, loaded.repeats))}; force field {ff.version}"
+    )
+    if loaded.ordering:
+        typer.echo(f"partial occupancies ordered with seed {seed}: {json.dumps(loaded.ordering['groups'])}")
+    res = run_md(loaded.atoms, ff, cfg, output, resume=resume, metadata=loaded.describe(), progress=progress)
+    typer.echo(
+        f"wrote {res.path}: {res.n_frames} frames, {res.time_ps:.2f} ps at {temperature:g} K "
+        f"({res.ns_per_day:.3g} ns/day, {res.atom_steps_per_s:.3g} atom-steps/s)"
+    )
+
+
+# --------------------------------------------------------------------------- transport
+
+
+@app.command()
+@_friendly
+def diffusion(
+    trajectory: Annotated[Path, typer.Argument(help="H5MD trajectory from `ionraman md`.")],
+    species: Annotated[list[str] | None, typer.Option("--species", help="Element(s) to analyse (default: the mobile ion).")] = None,
+    fit_start: Annotated[float | None, typer.Option("--fit-start", help="Start of the MSD fit window, ps.")] = None,
+    fit_stop: Annotated[float | None, typer.Option("--fit-stop", help="End of the MSD fit window, ps.")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write MSD / van Hove / VDOS plots with this PNG prefix.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output with units.")] = False,
+) -> None:
+    """Tracer diffusion, Nernst–Einstein conductivity and the hopping/liquid-like indicator."""
+    from . import transport
+    from .trajectory import read_h5md
+
+    traj = read_h5md(trajectory)
+    res = transport.analyse(traj, species=species, fit_start_ps=fit_start, fit_stop_ps=fit_stop)
+    if plot is not None:
+        transport.plot_report(traj, res, plot)
+    d = res.to_dict()
+    d["trajectory"] = str(trajectory)
+    if as_json:
+        _print_json(d)
+        return
+    typer.echo(f"{trajectory}: {d['duration_ps']:.2f} ps, {d['n_frames']} frames, T = {d['temperature_K']:g} K")
+    for sp, r in d["species"].items():
+        typer.echo(
+            f"  {sp}: D = {r['D_cm2_s']:.3e} ± {r['D_err_cm2_s']:.1e} cm²/s, "
+            f"σ(NE, H_R=1) = {r['sigma_S_cm']:.3e} S/cm, away-from-site fraction {r.get('away_from_site_fraction', float('nan')):.3f}, "
+            f"hops {r.get('n_hops', 'n/a')}"
+        )
+
+
+@app.command()
+@_friendly
+def arrhenius(
+    trajectories: Annotated[list[Path], typer.Argument(help="H5MD trajectories at different temperatures.")],
+    species: Annotated[str | None, typer.Option("--species", help="Element (default: the mobile ion).")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Arrhenius plot PNG.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output with units.")] = False,
+) -> None:
+    """Arrhenius fit of D(T) across trajectories: activation energy ± error and D at 300 K."""
+    from . import transport
+    from .trajectory import read_h5md
+
+    temps, ds, errs = [], [], []
+    sp = species
+    for p in trajectories:
+        traj = read_h5md(p)
+        sp = sp or traj.metadata.get("mobile_ion") or None
+        if sp is None:
+            raise InputError(f"{p}: the trajectory does not say which ion is mobile; pass --species, e.g. --species Na.")
+        r = transport.diffusion_coefficient(traj, sp)
+        temps.append(traj.temperature_K)
+        ds.append(r.D_cm2_s)
+        errs.append(r.D_err_cm2_s)
+    fit = transport.arrhenius_fit(temps, ds, errs)
+    if plot is not None:
+        transport.plot_arrhenius(fit, plot)
+    out = {"species": sp, **fit.to_dict()}
+    if as_json:
+        _print_json(out)
+        return
+    typer.echo(f"{sp}: Ea = {fit.Ea_eV:.3f} ± {fit.Ea_err_eV:.3f} eV from {len(temps)} temperatures")
+
+
+# --------------------------------------------------------------------------- demo
+
+
+@app.command()
+@_friendly
+def demo(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output directory.")] = Path("runs/demo"),
+    structure: Annotated[str, typer.Option("--structure", help="Built-in name or file.")] = "Na3SbS4-cubic",
+    temperature: Annotated[float, typer.Option("-T", "--temperature", help="Temperature in K.")] = 800.0,
+    time: Annotated[float, typer.Option("--time", help="Production length in ps.")] = 2.0,
+    supercell: Annotated[str, typer.Option("--supercell", help="Repeats.")] = "2x2x2",
+    forcefield: Annotated[str, typer.Option("--forcefield")] = "chgnet",
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Reuse a finished or interrupted run in OUTPUT.")] = True,
+) -> None:
+    """The built-in default job: MD of a candidate, then transport analysis with summary and plots."""
+    from . import transport
+    from .forcefields import get_forcefield
+    from .md import MDConfig, checkpoint_path, run_md
+    from .trajectory import read_h5md
+
+    output.mkdir(parents=True, exist_ok=True)
+    traj_path = output / "trajectory.h5"
+    cfg = MDConfig(temperature_K=temperature, time_ps=time, equilibrate_ps=0.5, sample_every=5, seed=0)
+    ff = get_forcefield(forcefield)
+    loaded = _load(structure, supercell, None, ff.cutoff_A, 0)
+    typer.echo(f"demo: {loaded.name} {loaded.atoms.get_chemical_formula(mode='metal')} ({len(loaded.atoms)} atoms), "
+               f"{temperature:g} K, {time:g} ps with {ff.version}")
+    can_resume = resume and checkpoint_path(traj_path).exists()
+    run_md(loaded.atoms, ff, cfg, traj_path, resume=can_resume, metadata=loaded.describe(), progress=sys.stderr.isatty())
+    traj = read_h5md(traj_path)
+    res = transport.analyse(traj)
+    transport.plot_report(traj, res, output / "transport")
+    summary = res.to_dict() | {"trajectory": str(traj_path), "structure": loaded.name}
+    (output / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    _print_json(summary)
+    typer.echo(f"plots and summary.json in {output}/")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,203 @@
+"""Force-field registry: a name in, an ASE calculator out.
+
+Specs understood by :func:`get_forcefield`:
+
+- ``chgnet`` (default): CHGNet's pretrained universal model; its weights ship in
+  the PyPI package, so it loads without network.
+- ``sevennet`` or ``sevennet:<model>`` (extra ``ionraman[sevennet]``; default model 7net-0).
+- ``mace:<model file>`` (extra ``ionraman[mace]``): a local MACE model file.
+- ``python:<module>:<factory>``: any callable returning an ASE calculator,
+  e.g. ``python:ase.calculators.emt:EMT``.
+
+Device selection (CUDA when present, else CPU) lives in :func:`select_device`
+and nowhere else.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ase import Atoms
+from ase.calculators.calculator import Calculator
+from ase.data import chemical_symbols
+
+from .errors import InputError
+
+__all__ = ["ForceField", "get_forcefield", "select_device", "available_forcefields", "register_forcefield"]
+
+DEFAULT_FORCEFIELD = "chgnet"
+
+
+def select_device(prefer: str | None = None) -> str:
+    """'cuda' if a CUDA GPU is usable (or asked for), else 'cpu'. Honour IONRAMAN_DEVICE."""
+    prefer = prefer or os.environ.get("IONRAMAN_DEVICE")
+    if prefer:
+        return prefer
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+@dataclass
+class ForceField:
+    """An ASE calculator with what a run needs to know about it."""
+
+    name: str
+    calculator: Calculator
+    version: str
+    cutoff_A: float
+    elements: frozenset[str] | None = None  # None: unknown coverage, not checked
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def check_elements(self, atoms: Atoms, label: str = "structure") -> None:
+        """Raise InputError when the structure holds elements the model was not trained on."""
+        if self.elements is None:
+            return
+        missing = sorted(set(atoms.get_chemical_symbols()) - self.elements)
+        if missing:
+            raise InputError(
+                f"{label}: force field '{self.name}' does not cover element(s) {', '.join(missing)}; "
+                "choose another --forcefield or remove those atoms."
+            )
+
+    def describe(self) -> dict[str, Any]:
+        return {"forcefield": self.name, "forcefield_version": self.version, "forcefield_cutoff_A": self.cutoff_A, **self.info}
+
+
+# name → factory(argument: str | None, device: str) -> ForceField
+_REGISTRY: dict[str, Callable[[str | None, str], ForceField]] = {}
+
+
+def register_forcefield(prefix: str) -> Callable:
+    """Decorator that registers a factory for specs ``prefix`` and ``prefix:ARG``."""
+
+    def deco(fn: Callable[[str | None, str], ForceField]) -> Callable[[str | None, str], ForceField]:
+        _REGISTRY[prefix] = fn
+        return fn
+
+    return deco
+
+
+def available_forcefields() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_forcefield(spec: str = DEFAULT_FORCEFIELD, device: str | None = None) -> ForceField:
+    """Build the force field named by ``spec`` (see the module docstring)."""
+    prefix, _, arg = spec.partition(":")
+    if prefix not in _REGISTRY:
+        raise InputError(
+            f"--forcefield '{spec}' is unknown; use one of {', '.join(available_forcefields())} "
+            "(e.g. chgnet, sevennet, mace:FILE, python:module:factory)."
+        )
+    return _REGISTRY[prefix](arg or None, select_device(device))
+
+
+def _missing_extra(name: str, extra: str) -> InputError:
+    return InputError(f"--forcefield {name} needs the optional package; install it with `pip install 'ionraman[{extra}]'`.")
+
+
+# CHGNet was trained on the Materials Project trajectory set (MPtrj), which has
+# elements H–Pu (Z = 1–94); it embeds exactly those.
+_Z94 = frozenset(chemical_symbols[1:95])
+
+
+@register_forcefield("chgnet")
+def _chgnet(arg: str | None, device: str) -> ForceField:
+    import warnings
+
+    try:
+        import chgnet
+        from chgnet.model import CHGNet
+        from chgnet.model.dynamics import CHGNetCalculator
+    except ImportError:  # pragma: no cover - chgnet is a core dependency
+        raise _missing_extra("chgnet", "chgnet") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = CHGNet.load(model_name=arg or "0.3.0", use_device=device, verbose=False)
+        calc = CHGNetCalculator(model=model, use_device=device)
+    cutoff = float(model.graph_converter.atom_graph_cutoff)
+    return ForceField(
+        name=f"chgnet:{arg}" if arg else "chgnet",
+        calculator=calc,
+        version=f"chgnet {chgnet.__version__}, model {model.version}",
+        cutoff_A=cutoff,
+        elements=_Z94,
+        info={"device": device},
+    )
+
+
+@register_forcefield("sevennet")
+def _sevennet(arg: str | None, device: str) -> ForceField:
+    try:
+        import sevenn
+        from sevenn.calculator import SevenNetCalculator
+    except ImportError:
+        raise _missing_extra("sevennet", "sevennet") from None
+    model = arg or "7net-0"
+    calc = SevenNetCalculator(model=model, device=device)
+    cutoff = float(getattr(calc, "cutoff", 5.0))
+    return ForceField(
+        name=f"sevennet:{model}",
+        calculator=calc,
+        version=f"sevenn {sevenn.__version__}, model {model}",
+        cutoff_A=cutoff,
+        elements=None,
+        info={"device": device},
+    )
+
+
+@register_forcefield("mace")
+def _mace(arg: str | None, device: str) -> ForceField:
+    if not arg:
+        raise InputError("--forcefield mace needs a model file: mace:PATH/TO/model.model (models are not downloaded).")
+    if not os.path.exists(arg):
+        raise InputError(f"--forcefield mace:{arg}: no such model file; give the path of a local MACE .model file.")
+    try:
+        import mace
+        from mace.calculators import MACECalculator
+    except ImportError:
+        raise _missing_extra("mace", "mace") from None
+    calc = MACECalculator(model_paths=arg, device=device, default_dtype="float64")
+    r_max = float(getattr(calc.models[0], "r_max", 5.0))
+    z = getattr(calc, "z_table", None)
+    elements = frozenset(chemical_symbols[int(x)] for x in z.zs) if z is not None else None
+    return ForceField(
+        name=f"mace:{arg}",
+        calculator=calc,
+        version=f"mace {getattr(mace, '__version__', '?')}",
+        cutoff_A=r_max,
+        elements=elements,
+        info={"device": device},
+    )
+
+
+@register_forcefield("python")
+def _python(arg: str | None, device: str) -> ForceField:
+    if not arg or ":" not in arg:
+        raise InputError("--forcefield python:MODULE:FACTORY needs a module and a callable, e.g. python:ase.calculators.emt:EMT.")
+    mod_name, _, fn_name = arg.partition(":")
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise InputError(f"--forcefield python:{arg}: cannot import module '{mod_name}' ({exc}); check the name and PYTHONPATH.") from None
+    fn = getattr(mod, fn_name, None)
+    if not callable(fn):
+        raise InputError(f"--forcefield python:{arg}: module '{mod_name}' has no callable '{fn_name}'.")
+    calc = fn()
+    if not isinstance(calc, Calculator) and not hasattr(calc, "get_forces"):
+        raise InputError(f"--forcefield python:{arg}: '{fn_name}()' did not return an ASE calculator.")
+    cutoff = float(getattr(calc, "cutoff", None) or getattr(calc, "rc", None) or 6.0)
+    elements = None
+    if mod_name == "ase.calculators.emt":  # EMT knows these elements only
+        from ase.calculators.emt import parameters
+
+        elements = frozenset(parameters)
+    return ForceField(name=f"python:{arg}", calculator=calc, version=f"{mod_name}.{fn_name}", cutoff_A=cutoff, elements=elements)

@@ -1,0 +1,349 @@
+"""Structures: built-in candidates, loading and validation, ordering, supercells.
+
+A *structure* argument anywhere in ionraman is either the name of a built-in
+candidate (``ionraman structures`` lists them; CIF files with provenance ship in
+``ionraman/data/structures``) or a path to a CIF, POSCAR/CONTCAR or extended-XYZ
+file. Partially occupied sites are ordered reproducibly with a seeded random
+assignment that keeps the composition, after the supercell is built so that the
+occupancies give integer counts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+
+from .errors import InputError
+
+__all__ = [
+    "BuiltinStructure",
+    "LoadedStructure",
+    "builtin_structures",
+    "get_builtin",
+    "load_structure",
+    "parse_supercell",
+    "supercell_repeats",
+    "perpendicular_widths",
+    "check_atoms",
+]
+
+
+@dataclass(frozen=True)
+class BuiltinStructure:
+    """One shipped candidate (an entry of ``data/structures/catalog.json``)."""
+
+    name: str
+    file: str
+    formula: str
+    phase: str
+    spacegroup_symbol: str
+    spacegroup_number: int
+    mobile_ion: str
+    source: str
+    icsd: str | None
+    disordered: bool
+    description: str
+    default_supercell: tuple[int, int, int]
+
+    @property
+    def path(self) -> Path:
+        """Absolute path of the shipped CIF file."""
+        return Path(str(resources.files("ionraman") / "data" / "structures" / self.file))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "formula": self.formula,
+            "phase": self.phase,
+            "spacegroup_symbol": self.spacegroup_symbol,
+            "spacegroup_number": self.spacegroup_number,
+            "mobile_ion": self.mobile_ion,
+            "path": str(self.path),
+            "source": self.source,
+            "icsd": self.icsd,
+            "disordered": self.disordered,
+            "description": self.description,
+            "default_supercell": list(self.default_supercell),
+        }
+
+
+@cache
+def builtin_structures() -> tuple[BuiltinStructure, ...]:
+    """All built-in candidates, in catalog order."""
+    text = (resources.files("ionraman") / "data" / "structures" / "catalog.json").read_text()
+    out = []
+    for e in json.loads(text):
+        out.append(
+            BuiltinStructure(
+                name=e["name"],
+                file=e["file"],
+                formula=e["formula"],
+                phase=e.get("phase", ""),
+                spacegroup_symbol=e.get("spacegroup_symbol", ""),
+                spacegroup_number=int(e["spacegroup_number"]),
+                mobile_ion=e["mobile_ion"],
+                source=e["source"],
+                icsd=e.get("icsd"),
+                disordered=bool(e.get("disordered", False)),
+                description=e.get("description", ""),
+                default_supercell=tuple(e.get("default_supercell", (1, 1, 1))),
+            )
+        )
+    return tuple(out)
+
+
+def get_builtin(name: str) -> BuiltinStructure:
+    """The built-in candidate called ``name`` (case-insensitive)."""
+    for b in builtin_structures():
+        if b.name.lower() == name.lower():
+            return b
+    names = ", ".join(b.name for b in builtin_structures())
+    raise InputError(f"'{name}' is neither a file nor a built-in structure; use a CIF/POSCAR/extxyz path or one of: {names}.")
+
+
+@dataclass(frozen=True)
+class LoadedStructure:
+    """A structure ready for simulation, with where it came from and what was done to it."""
+
+    atoms: Atoms
+    name: str
+    source: str
+    mobile_ion: str | None
+    repeats: tuple[int, int, int]
+    ordering: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-serialisable provenance, stored as trajectory metadata."""
+        return {
+            "structure": self.name,
+            "structure_source": self.source,
+            "formula": self.atoms.get_chemical_formula(mode="metal"),
+            "n_atoms": len(self.atoms),
+            "supercell": list(self.repeats),
+            "mobile_ion": self.mobile_ion,
+            "ordering": self.ordering,
+        }
+
+
+def parse_supercell(text: str) -> tuple[int, int, int]:
+    """Parse '2x2x2' (or '2,2,2', or '2' for 2x2x2) into repeats."""
+    parts = text.lower().replace(",", "x").replace("×", "x").split("x")
+    try:
+        reps = [int(p) for p in parts]
+    except ValueError:
+        raise InputError(f"--supercell '{text}' is not of the form AxBxC with integers, e.g. 2x2x2.") from None
+    if len(reps) == 1:
+        reps = reps * 3
+    if len(reps) != 3 or min(reps) < 1:
+        raise InputError(f"--supercell '{text}' must be three positive integers like 2x2x2.")
+    return (reps[0], reps[1], reps[2])
+
+
+def perpendicular_widths(cell: np.ndarray) -> np.ndarray:
+    """Distances between opposite faces of the cell (Å): V / |b×c| etc.
+
+    A periodic image is at least this far away along each direction, so this —
+    not the length of a lattice vector — is what must exceed a cutoff.
+    """
+    cell = np.asarray(cell, dtype=float)
+    vol = abs(np.linalg.det(cell))
+    return np.array([vol / np.linalg.norm(np.cross(cell[(i + 1) % 3], cell[(i + 2) % 3])) for i in range(3)])
+
+
+def supercell_repeats(
+    cell: np.ndarray, n_atoms_unit: int, min_atoms: int | None = None, min_width_A: float | None = None
+) -> tuple[int, int, int]:
+    """Smallest diagonal repeats with every width ≥ ``min_width_A`` and at least ``min_atoms`` atoms.
+
+    Widths are perpendicular widths (:func:`perpendicular_widths`). Extra atoms
+    are added by growing the currently narrowest direction, which keeps the cell
+    as isotropic as possible.
+    """
+    widths = perpendicular_widths(cell)
+    reps = np.ones(3, dtype=int)
+    if min_width_A:
+        reps = np.maximum(1, np.ceil(min_width_A / widths - 1e-9).astype(int))
+    if min_atoms:
+        while n_atoms_unit * int(np.prod(reps)) < min_atoms:
+            reps[int(np.argmin(widths * reps))] += 1
+    return (int(reps[0]), int(reps[1]), int(reps[2]))
+
+
+def _read_file(path: Path) -> tuple[Any, str]:
+    """Read a file into a pymatgen Structure (CIF, keeps partial occupancy) or ASE Atoms."""
+    suffix = path.suffix.lower()
+    if suffix == ".cif" or path.name.lower().endswith(".mcif"):
+        from pymatgen.core import Structure
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                s = Structure.from_file(str(path))
+        except Exception as exc:  # pymatgen raises many kinds of errors for bad CIFs
+            raise InputError(
+                f"{path}: could not be read as a CIF ({str(exc).strip() or type(exc).__name__}); "
+                "check the _cell_length_*, _atom_site_* and symmetry loops, or convert it with another tool."
+            ) from None
+        return s, "cif"
+    import ase.io
+
+    try:
+        fmt = "vasp" if path.name.upper().startswith(("POSCAR", "CONTCAR")) or suffix == ".vasp" else None
+        atoms = ase.io.read(str(path), format=fmt)
+    except Exception as exc:
+        raise InputError(
+            f"{path}: could not be read as a structure ({str(exc).strip() or type(exc).__name__}); "
+            "give a CIF, POSCAR/CONTCAR or extended-XYZ file."
+        ) from None
+    if isinstance(atoms, list):
+        atoms = atoms[-1]
+    return atoms, "ase"
+
+
+def _order(structure: Any, rng: np.random.Generator, label: str) -> tuple[Atoms, dict[str, Any]]:
+    """Order a (super)cell with partial occupancies, keeping the composition.
+
+    Sites sharing the same occupancy dictionary (the images of one
+    crystallographic site) form a group; each species gets round(n_sites·occ)
+    of them, chosen by the seeded generator, and the rest stay vacant. Written
+    by hand because pymatgen's OrderDisorderedStructureTransformation enumerates
+    Ewald energies, which is far too slow for MD-sized cells and needs charges.
+    """
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    groups: dict[tuple, list[int]] = {}
+    for i, site in enumerate(structure):
+        key = tuple(sorted((str(sp.symbol), round(float(occ), 4)) for sp, occ in site.species.items()))
+        groups.setdefault(key, []).append(i)
+    symbols: list[str | None] = [None] * len(structure)
+    report: dict[str, Any] = {}
+    for key, idx in groups.items():
+        total_occ = sum(o for _, o in key)
+        if len(key) == 1 and abs(total_occ - 1.0) < 1e-3:
+            for i in idx:
+                symbols[i] = key[0][0]
+            continue
+        n = len(idx)
+        expected = {sp: n * occ for sp, occ in key}
+        counts = {sp: int(math.floor(x + 1e-6)) for sp, x in expected.items()}
+        # largest remainder, never more atoms than sites
+        rest = sorted(expected, key=lambda sp: expected[sp] - counts[sp], reverse=True)
+        target = min(n, round(sum(expected.values())))
+        for sp in rest:
+            if sum(counts.values()) >= target:
+                break
+            counts[sp] += 1
+        order = rng.permutation(idx)
+        pos = 0
+        for sp, c in counts.items():
+            for i in order[pos : pos + c]:
+                symbols[i] = sp
+            pos += c
+        name = "+".join(f"{sp}:{occ:g}" for sp, occ in key)
+        report[name] = {
+            "n_sites": n,
+            "assigned": counts,
+            "expected": {sp: round(x, 4) for sp, x in expected.items()},
+            "vacant": n - sum(counts.values()),
+        }
+        if any(abs(expected[sp] - counts[sp]) > 0.05 for sp in counts):
+            report[name]["note"] = "occupancy × sites is not an integer here; rounded (use a larger supercell to reduce the error)"
+    keep = [i for i, s in enumerate(symbols) if s is not None]
+    atoms = AseAtomsAdaptor.get_atoms(_ordered_copy(structure, symbols, keep))
+    return atoms, {"method": "seeded random assignment per site group", "groups": report, "source": label}
+
+
+def _ordered_copy(structure: Any, symbols: list[str | None], keep: list[int]) -> Any:
+    from pymatgen.core import Structure
+
+    return Structure(
+        structure.lattice,
+        [symbols[i] for i in keep],
+        [structure[i].frac_coords for i in keep],
+    )
+
+
+def check_atoms(atoms: Atoms, label: str) -> None:
+    """Validate a structure: finite coordinates, a 3D periodic cell, no overlapping atoms."""
+    pos = atoms.get_positions()
+    if not np.isfinite(pos).all():
+        raise InputError(f"{label}: atomic positions contain NaN or infinite values; fix the coordinates in the file.")
+    cell = atoms.cell.array
+    if not np.isfinite(cell).all() or abs(np.linalg.det(cell)) < 1e-6:
+        raise InputError(f"{label}: the cell is missing or degenerate; give a periodic structure with three lattice vectors.")
+    if len(atoms) > 1:
+        from ase.neighborlist import neighbor_list
+
+        i, j, d = neighbor_list("ijd", atoms, 0.5)
+        if len(d):
+            raise InputError(
+                f"{label}: atoms {i[0]} ({atoms[i[0]].symbol}) and {j[0]} ({atoms[j[0]].symbol}) are only "
+                f"{d[0]:.2f} Å apart; the file has overlapping or duplicated sites (check occupancies and symmetry)."
+            )
+
+
+def load_structure(
+    spec: str | Path,
+    supercell: tuple[int, int, int] | str | None = None,
+    min_atoms: int | None = None,
+    min_width_A: float | None = None,
+    seed: int = 0,
+) -> LoadedStructure:
+    """Load a built-in candidate or a structure file, build the supercell and order it.
+
+    Parameters
+    ----------
+    spec : built-in name (e.g. ``"Na3SbS4-cubic"``) or a CIF/POSCAR/extxyz path.
+    supercell : explicit repeats, ``(2, 2, 2)`` or ``"2x2x2"``.
+    min_atoms, min_width_A : alternatively the smallest supercell with at least
+        this many atoms and every perpendicular width ≥ ``min_width_A`` (Å;
+        use twice the force field's cutoff).
+    seed : seed of the ordering of partially occupied sites.
+    """
+    path = Path(spec)
+    mobile: str | None = None
+    if path.exists():
+        label, source = str(path), f"file {path}"
+    else:
+        b = get_builtin(str(spec))
+        path, label, source, mobile = b.path, b.name, b.source, b.mobile_ion
+    obj, kind = _read_file(path)
+    if kind == "cif":
+        n_unit = len(obj)
+        cell = obj.lattice.matrix
+    else:
+        n_unit = len(obj)
+        cell = obj.cell.array
+        if not obj.pbc.all():
+            raise InputError(f"{path}: the structure is not periodic in all three directions; ionraman simulates bulk crystals.")
+    if isinstance(supercell, str):
+        supercell = parse_supercell(supercell)
+    if supercell is not None and (min_atoms or min_width_A):
+        raise InputError("Give either --supercell or --min-atoms/--min-width, not both.")
+    if supercell is None:
+        supercell = supercell_repeats(cell, n_unit, min_atoms, min_width_A) if (min_atoms or min_width_A) else (1, 1, 1)
+    ordering: dict[str, Any] = {}
+    if kind == "cif":
+        s = obj.copy()
+        s.make_supercell(list(supercell))
+        if s.is_ordered:
+            from pymatgen.io.ase import AseAtomsAdaptor
+
+            atoms = AseAtomsAdaptor.get_atoms(s)
+        else:
+            atoms, ordering = _order(s, np.random.default_rng(seed), label)
+            ordering["seed"] = seed
+    else:
+        atoms = obj.repeat(supercell)
+    atoms = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=True)
+    check_atoms(atoms, label)
+    return LoadedStructure(atoms=atoms, name=label, source=source, mobile_ion=mobile, repeats=tuple(supercell), ordering=ordering)

@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.calculators.calculator import Calculator, all_changes
+
+from ionraman.errors import InputError, SimulationError
+from ionraman.forcefields import ForceField
+from ionraman.md import MDConfig, checkpoint_path, run_md
+from ionraman.trajectory import read_h5md
+
+
+@pytest.fixture
+def cu():
+    return bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2)
+
+
+def _cfg(**kw):
+    base = dict(temperature_K=600, time_ps=0.2, timestep_fs=2.0, equilibrate_ps=0.04, sample_every=5, seed=7)
+    base.update(kw)
+    return MDConfig(**base)
+
+
+def test_run_writes_h5md_with_metadata(cu, emt, tmp_path):
+    r = run_md(cu, emt, _cfg(equilibrate_ps=0.2), tmp_path / "t.h5", metadata={"mobile_ion": "Cu"})
+    t = read_h5md(r.path)
+    assert r.n_frames == t.n_frames == 21
+    assert t.dt_fs == pytest.approx(10.0)
+    assert t.metadata["status"] == "finished"
+    assert t.metadata["seed"] == 7 and t.metadata["timestep_fs"] == 2.0
+    assert "Bussi" in t.metadata["thermostat"]
+    assert t.metadata["forcefield"].startswith("python:ase.calculators.emt")
+    # thermostat keeps the mean temperature near the target (32 atoms fluctuate ~±15 %)
+    import h5py
+
+    with h5py.File(r.path) as f:
+        temps = f["observables/temperature/value"][()]
+    assert 480 < temps.mean() < 720
+    # positions are continuous (unwrapped): no jump larger than half a cell between frames
+    assert np.abs(np.diff(t.positions, axis=0)).max() < 1.0
+
+
+def test_extension_by_resume_equals_uninterrupted(cu, emt, tmp_path):
+    full = run_md(cu, emt, _cfg(), tmp_path / "full.h5")
+    run_md(cu, emt, _cfg(time_ps=0.1), tmp_path / "part.h5")
+    res = run_md(cu, emt, _cfg(), tmp_path / "part.h5", resume=True)
+    assert res.resumed
+    a, b = read_h5md(full.path), read_h5md(res.path)
+    assert a.n_frames == b.n_frames
+    np.testing.assert_array_equal(a.positions, b.positions)
+    np.testing.assert_array_equal(a.velocities, b.velocities)
+
+
+def test_interrupted_run_resumes_to_same_trajectory(cu, emt, tmp_path):
+    ref = read_h5md(run_md(cu, emt, _cfg(), tmp_path / "ref.h5").path)
+
+    def stop(i, atoms):
+        if i == 9:
+            raise KeyboardInterrupt
+
+    p = tmp_path / "killed.h5"
+    with pytest.raises(KeyboardInterrupt):
+        run_md(cu, emt, _cfg(), p, on_frame=stop)
+    kept = read_h5md(p)
+    assert kept.n_frames == 10 and kept.metadata["status"] == "interrupted"
+    np.testing.assert_array_equal(kept.positions, ref.positions[:10])
+    run_md(cu, emt, _cfg(), p, resume=True)
+    done = read_h5md(p)
+    np.testing.assert_array_equal(done.positions, ref.positions)
+    assert done.metadata["status"] == "finished"
+
+
+def test_resume_with_other_settings_is_refused(cu, emt, tmp_path):
+    p = tmp_path / "t.h5"
+    run_md(cu, emt, _cfg(time_ps=0.05), p)
+    with pytest.raises(InputError, match="different MD settings"):
+        run_md(cu, emt, _cfg(temperature_K=900), p, resume=True)
+    assert checkpoint_path(p).exists()
+
+
+class _Exploding(Calculator):
+    """EMT-like harmless forces until step N, then enormous ones."""
+
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self, after: int):
+        super().__init__()
+        self.calls = 0
+        self.after = after
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        self.calls += 1
+        f = np.zeros((len(atoms), 3))
+        if self.calls > self.after:
+            f[0, 0] = 1e4
+        self.results = {"energy": 0.0, "forces": f}
+
+
+def test_force_guard_stops_run_and_keeps_frames(cu, tmp_path):
+    ff = ForceField(name="exploding", calculator=_Exploding(after=40), version="test", cutoff_A=5.0)
+    p = tmp_path / "t.h5"
+    with pytest.raises(SimulationError, match="largest force"):
+        run_md(cu, ff, _cfg(equilibrate_ps=0.0), p)
+    t = read_h5md(p)
+    assert 0 < t.n_frames < 21
+    assert t.metadata["status"] == "failed" and "largest force" in t.metadata["failure"]
+
+
+def test_overlap_guard(tmp_path):
+    from ase import Atoms
+
+    # two free particles flying at each other: no forces, so they overlap
+    a = Atoms("Cu2", positions=[[0, 0, 0], [3, 0, 0]], cell=[12, 12, 12], pbc=True)
+    ff = ForceField(name="free", calculator=_Exploding(after=10**9), version="test", cutoff_A=5.0)
+    a.set_velocities([[0.02, 0, 0], [-0.02, 0, 0]])  # Å per ASE time unit
+    from ionraman.md import _Guards
+
+    g = _Guards(a, _cfg(), "pair")
+    a.positions[1, 0] = 0.5
+    with pytest.raises(SimulationError, match="came within 0.50 Å"):
+        g.per_frame(a, 0.1)
+    del ff
+
+
+@pytest.mark.parametrize(
+    "kw,msg",
+    [
+        (dict(temperature_K=-5), "positive temperature"),
+        (dict(time_ps=0), "positive production length"),
+        (dict(timestep_fs=50), "--timestep"),
+        (dict(time_ps=0.005), "shorter than one sampling interval"),
+    ],
+)
+def test_bad_settings(kw, msg):
+    with pytest.raises(InputError, match=msg):
+        _cfg(**kw).validate()
+
+
+def test_element_not_covered_is_refused_before_md(emt, tmp_path):
+    nacl = bulk("NaCl", "rocksalt", a=5.64)
+    with pytest.raises(InputError, match="does not cover element"):
+        run_md(nacl, emt, _cfg(), tmp_path / "x.h5")
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_real_chgnet_md_on_small_cell(chgnet, tmp_path):
+    """A short real CHGNet run on the 8-atom NaCl cell: stable, thermostatted, sane forces."""
+    nacl = bulk("NaCl", "rocksalt", a=5.64, cubic=True)
+    r = run_md(nacl, chgnet, _cfg(temperature_K=300, time_ps=0.1, equilibrate_ps=0.02), tmp_path / "nacl.h5")
+    t = read_h5md(r.path)
+    assert t.n_frames == 11
+    assert t.metadata["forcefield"] == "chgnet" and "chgnet" in t.metadata["forcefield_version"]
+    # NaCl at 300 K: atoms vibrate by ~0.1–0.3 Å, nobody diffuses
+    disp = np.linalg.norm(t.positions - t.positions[0], axis=2)
+    assert 0.01 < disp.mean() < 0.5 and disp.max() < 1.0
