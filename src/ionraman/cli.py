@@ -18,6 +18,7 @@ import typer
 
 from . import __version__
 from .errors import InputError, SimulationError
+from .structures import formula
 
 app = typer.Typer(
     name="ionraman",
@@ -100,16 +101,46 @@ def structures(as_json: Annotated[bool, typer.Option("--json", help="Machine-rea
 # --------------------------------------------------------------------------- md
 
 
-def _load(structure: str, supercell: str | None, min_atoms: int | None, cutoff_A: float, seed: int):
+def _load(
+    structure: str,
+    supercell: str | None,
+    min_atoms: int | None,
+    cutoff_A: float,
+    seed: int,
+    vacancies: str | None = None,
+    substitute: list[str] | None = None,
+    mobile_ion: str | None = None,
+    trials: int = 1,
+    forcefield: Any = None,
+):
     from .structures import load_structure
 
-    return load_structure(
+    loaded = load_structure(
         structure,
         supercell=supercell,
         min_atoms=min_atoms,
         min_width_A=2.0 * cutoff_A if min_atoms else None,
         seed=seed,
+        vacancies=vacancies,
+        substitutions=substitute or None,
+        mobile_ion=mobile_ion,
+        defect_trials=trials,
+        forcefield=forcefield,
     )
+    if loaded.ordering:
+        typer.echo(f"partial occupancies ordered with seed {seed}: {json.dumps(loaded.ordering['groups'])}", err=True)
+    if loaded.defects:
+        d = loaded.defects
+        typer.echo(
+            f"defects (seed {seed}): substitutions {d['substitutions']}, vacancies {d['vacancies']}, "
+            f"interstitials {d['interstitials']} → {d['formula']}, net formal charge {d['net_formal_charge']:+g}",
+            err=True,
+        )
+    return loaded
+
+
+_VAC_HELP = "Vacancies, ELEMENT:COUNT or ELEMENT:FRACTION, e.g. Na:2."
+_SUB_HELP = "Substitution HOST:DOPANT:AMOUNT (fraction or count), e.g. Sb:W:0.125; charge compensated by the mobile ion."
 
 
 @app.command()
@@ -128,7 +159,10 @@ def md(
     relax: Annotated[bool, typer.Option("--relax/--no-relax", help="Relax positions (FIRE) before MD.")] = False,
     sample_every: Annotated[int, typer.Option("--sample-every", help="Steps between stored frames.")] = 5,
     thermostat_tau: Annotated[float, typer.Option("--thermostat-tau", help="Bussi coupling time in production, fs.")] = 100.0,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for velocities, thermostat and site ordering.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for velocities, thermostat, site ordering and defects.")] = 0,
+    vacancies: Annotated[str | None, typer.Option("--vacancies", help=_VAC_HELP)] = None,
+    substitute: Annotated[list[str] | None, typer.Option("--substitute", help=_SUB_HELP)] = None,
+    mobile_ion: Annotated[str | None, typer.Option("--mobile-ion", help="Mobile ion (default: the catalog's).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint of OUTPUT.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
@@ -149,19 +183,66 @@ def md(
     )
     cfg.validate()  # before the (slow) model load
     ff = get_forcefield(forcefield)
-    loaded = _load(structure, supercell, min_atoms, ff.cutoff_A, seed)
+    loaded = _load(structure, supercell, min_atoms, ff.cutoff_A, seed, vacancies, substitute, mobile_ion)
     ff.check_elements(loaded.atoms, loaded.name)
     typer.echo(
-        f"{loaded.name}: {loaded.atoms.get_chemical_formula(mode='metal')}, {len(loaded.atoms)} atoms, "
+        f"{loaded.name}: {formula(loaded.atoms)}, {len(loaded.atoms)} atoms, "
         f"supercell {'x'.join(map(str, loaded.repeats))}; force field {ff.version}"
     )
-    if loaded.ordering:
-        typer.echo(f"partial occupancies ordered with seed {seed}: {json.dumps(loaded.ordering['groups'])}")
     res = run_md(loaded.atoms, ff, cfg, output, resume=resume, metadata=loaded.describe(), progress=progress)
     typer.echo(
         f"wrote {res.path}: {res.n_frames} frames, {res.time_ps:.2f} ps at {temperature:g} K "
         f"({res.ns_per_day:.3g} ns/day, {res.atom_steps_per_s:.3g} atom-steps/s)"
     )
+
+
+@app.command()
+@_friendly
+def build(
+    structure: Annotated[str, typer.Argument(help="Built-in name or CIF/POSCAR/extxyz path.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Structure file to write (extxyz, cif, vasp … by extension).")],
+    supercell: Annotated[str | None, typer.Option("--supercell", help="Repeats, e.g. 2x2x2.")] = None,
+    min_atoms: Annotated[int | None, typer.Option("--min-atoms", help="Smallest supercell with ≥ N atoms (widths ≥ 12 Å).")] = None,
+    vacancies: Annotated[str | None, typer.Option("--vacancies", help=_VAC_HELP)] = None,
+    substitute: Annotated[list[str] | None, typer.Option("--substitute", help=_SUB_HELP)] = None,
+    mobile_ion: Annotated[str | None, typer.Option("--mobile-ion", help="Mobile ion (default: the catalog's).")] = None,
+    trials: Annotated[int, typer.Option("--trials", help="Keep the lowest-energy of N placements (relaxed with --forcefield).")] = 1,
+    forcefield: Annotated[str, typer.Option("--forcefield", help="Force field for --trials > 1.")] = "chgnet",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of site ordering and defect placement.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary.")] = False,
+) -> None:
+    """Build a (super)cell with ordered occupancies and point defects, and write it for inspection."""
+    import ase.io
+
+    from .forcefields import get_forcefield
+
+    ff = get_forcefield(forcefield) if trials > 1 else None
+    loaded = _load(structure, supercell, min_atoms, 6.0, seed, vacancies, substitute, mobile_ion, trials, ff)
+    atoms = loaded.atoms.copy()
+    atoms.info.update({"ionraman_structure": loaded.name, "ionraman_seed": seed})
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".tmp")
+    fmt = "extxyz" if output.suffix.lower() in (".xyz", ".extxyz") else None
+    ase.io.write(tmp, atoms, format=fmt or ase.io.formats.filetype(output, read=False))
+    tmp.replace(output)
+    d = loaded.defects or {}
+    summary = {
+        "formula": formula(atoms),
+        "n_atoms": len(atoms),
+        "supercell": list(loaded.repeats),
+        "vacancies": d.get("vacancies", {}),
+        "interstitials": d.get("interstitials", {}),
+        "substitutions": d.get("substitutions", {}),
+        "oxidation_states": d.get("oxidation_states", {}),
+        "net_formal_charge": d.get("net_formal_charge", 0.0),
+        "seed": seed,
+        "ordering": loaded.ordering.get("groups", {}),
+        "output": str(output),
+    }
+    if as_json:
+        _print_json(summary)
+    else:
+        typer.echo(f"wrote {output}: {summary['formula']} ({summary['n_atoms']} atoms)")
 
 
 # --------------------------------------------------------------------------- transport
@@ -257,7 +338,7 @@ def demo(
     cfg = MDConfig(temperature_K=temperature, time_ps=time, equilibrate_ps=0.5, sample_every=5, seed=0)
     ff = get_forcefield(forcefield)
     loaded = _load(structure, supercell, None, ff.cutoff_A, 0)
-    typer.echo(f"demo: {loaded.name} {loaded.atoms.get_chemical_formula(mode='metal')} ({len(loaded.atoms)} atoms), "
+    typer.echo(f"demo: {loaded.name} {formula(loaded.atoms)} ({len(loaded.atoms)} atoms), "
                f"{temperature:g} K, {time:g} ps with {ff.version}")
     can_resume = resume and checkpoint_path(traj_path).exists()
     run_md(loaded.atoms, ff, cfg, traj_path, resume=can_resume, metadata=loaded.describe(), progress=sys.stderr.isatty())

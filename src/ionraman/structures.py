@@ -34,6 +34,7 @@ __all__ = [
     "supercell_repeats",
     "perpendicular_widths",
     "check_atoms",
+    "formula",
 ]
 
 
@@ -101,12 +102,50 @@ def builtin_structures() -> tuple[BuiltinStructure, ...]:
     return tuple(out)
 
 
+@dataclass(frozen=True)
+class BuiltinVariant:
+    """A defective variant of a built-in candidate (``data/structures/variants.json``)."""
+
+    name: str
+    base: str
+    supercell: tuple[int, int, int]
+    substitutions: tuple[str, ...]
+    vacancies: str | None
+    description: str
+    source: str
+
+
+@cache
+def builtin_variants() -> tuple[BuiltinVariant, ...]:
+    """Doped/defective variants such as ``Na3SbS4-cubic-W0.125``."""
+    text = (resources.files("ionraman") / "data" / "structures" / "variants.json").read_text()
+    return tuple(
+        BuiltinVariant(
+            name=e["name"],
+            base=e["base"],
+            supercell=tuple(e["supercell"]),
+            substitutions=tuple(e.get("substitutions", ())),
+            vacancies=e.get("vacancies"),
+            description=e.get("description", ""),
+            source=e.get("source", ""),
+        )
+        for e in json.loads(text)
+    )
+
+
+def _find_variant(name: str) -> BuiltinVariant | None:
+    for v in builtin_variants():
+        if v.name.lower() == name.lower():
+            return v
+    return None
+
+
 def get_builtin(name: str) -> BuiltinStructure:
     """The built-in candidate called ``name`` (case-insensitive)."""
     for b in builtin_structures():
         if b.name.lower() == name.lower():
             return b
-    names = ", ".join(b.name for b in builtin_structures())
+    names = ", ".join([b.name for b in builtin_structures()] + [v.name for v in builtin_variants()])
     raise InputError(f"'{name}' is neither a file nor a built-in structure; use a CIF/POSCAR/extxyz path or one of: {names}.")
 
 
@@ -120,18 +159,27 @@ class LoadedStructure:
     mobile_ion: str | None
     repeats: tuple[int, int, int]
     ordering: dict[str, Any] = field(default_factory=dict)
+    defects: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
         """JSON-serialisable provenance, stored as trajectory metadata."""
         return {
             "structure": self.name,
             "structure_source": self.source,
-            "formula": self.atoms.get_chemical_formula(mode="metal"),
+            "formula": formula(self.atoms),
             "n_atoms": len(self.atoms),
             "supercell": list(self.repeats),
             "mobile_ion": self.mobile_ion,
             "ordering": self.ordering,
+            "defects": self.defects,
         }
+
+
+def formula(atoms: Atoms) -> str:
+    """Chemical formula with elements by increasing electronegativity (pymatgen's order), e.g. Na46Sb14W2S64."""
+    from pymatgen.core import Composition
+
+    return Composition(atoms.get_chemical_formula()).formula.replace(" ", "")
 
 
 def parse_supercell(text: str) -> tuple[int, int, int]:
@@ -297,6 +345,11 @@ def load_structure(
     min_atoms: int | None = None,
     min_width_A: float | None = None,
     seed: int = 0,
+    vacancies: dict[str, float] | str | None = None,
+    substitutions: list[Any] | str | None = None,
+    mobile_ion: str | None = None,
+    defect_trials: int = 1,
+    forcefield: Any = None,
 ) -> LoadedStructure:
     """Load a built-in candidate or a structure file, build the supercell and order it.
 
@@ -307,10 +360,23 @@ def load_structure(
     min_atoms, min_width_A : alternatively the smallest supercell with at least
         this many atoms and every perpendicular width ≥ ``min_width_A`` (Å;
         use twice the force field's cutoff).
-    seed : seed of the ordering of partially occupied sites.
+    seed : seed of the ordering of partially occupied sites and of defect placement.
+    vacancies, substitutions : point defects (see :mod:`ionraman.defects`),
+        e.g. ``"Na:2"`` and ``"Sb:W:0.125"``; charged substitutions are
+        compensated by vacancies/interstitials of the mobile ion.
+    mobile_ion : overrides the catalog's mobile ion (needed for files).
+    defect_trials, forcefield : keep the lowest-energy of this many placements.
     """
     path = Path(spec)
     mobile: str | None = None
+    variant = None if path.exists() else _find_variant(str(spec))
+    if variant is not None:
+        if supercell is None and not (min_atoms or min_width_A):
+            supercell = variant.supercell
+        substitutions = list(variant.substitutions) + _as_list(substitutions)
+        vacancies = vacancies or variant.vacancies
+        spec = variant.base
+        path = Path(spec)
     if path.exists():
         label, source = str(path), f"file {path}"
     else:
@@ -345,5 +411,28 @@ def load_structure(
     else:
         atoms = obj.repeat(supercell)
     atoms = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=True)
+    mobile = mobile_ion or mobile
+    defects: dict[str, Any] = {}
+    if vacancies or substitutions:
+        from .defects import apply_defects, parse_substitution, parse_vacancies
+
+        vac = parse_vacancies(vacancies) if isinstance(vacancies, str) else vacancies
+        subs = [parse_substitution(x) if isinstance(x, str) else x for x in _as_list(substitutions)]
+        res = apply_defects(
+            atoms, vac, subs, mobile_ion=mobile, seed=seed, n_trials=defect_trials, forcefield=forcefield, label=label
+        )
+        atoms, defects = res.atoms, res.describe()
+    if variant is not None:
+        label, source = variant.name, f"{source}; {variant.source}"
     check_atoms(atoms, label)
-    return LoadedStructure(atoms=atoms, name=label, source=source, mobile_ion=mobile, repeats=tuple(supercell), ordering=ordering)
+    return LoadedStructure(
+        atoms=atoms, name=label, source=source, mobile_ion=mobile, repeats=tuple(supercell), ordering=ordering, defects=defects
+    )
+
+
+def _as_list(x: Any) -> list[Any]:
+    if x is None:
+        return []
+    if isinstance(x, (str, bytes)) or not isinstance(x, (list, tuple)):
+        return [x]
+    return list(x)
