@@ -164,9 +164,15 @@ def md(
     substitute: Annotated[list[str] | None, typer.Option("--substitute", help=_SUB_HELP)] = None,
     mobile_ion: Annotated[str | None, typer.Option("--mobile-ion", help="Mobile ion (default: the catalog's).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint of OUTPUT.")] = False,
+    allow_broken: Annotated[bool, typer.Option("--allow-broken-framework", help="Keep running when the framework breaks (flagged in the file).")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
-    """Finite-temperature ML-force-field MD: equilibrate, then NVT production written to H5MD."""
+    """Finite-temperature ML-force-field MD: equilibrate, then NVT production written to H5MD.
+
+    A chemical-integrity monitor watches the framework (new anion–anion bonds,
+    changed cation coordination, framework diffusion) and stops the run when it
+    breaks, unless --allow-broken-framework.
+    """
     from .forcefields import get_forcefield
     from .md import MDConfig, run_md
 
@@ -189,7 +195,12 @@ def md(
         f"{loaded.name}: {formula(loaded.atoms)}, {len(loaded.atoms)} atoms, "
         f"supercell {'x'.join(map(str, loaded.repeats))}; force field {ff.version}"
     )
-    res = run_md(loaded.atoms, ff, cfg, output, resume=resume, metadata=loaded.describe(), progress=progress)
+    res = run_md(
+        loaded.atoms, ff, cfg, output, resume=resume, metadata=loaded.describe(), progress=progress,
+        integrity="flag" if allow_broken else "stop",
+    )
+    if not res.metadata.get("integrity_ok", True):
+        typer.echo(f"warning: {res.metadata['integrity']['reason']} (kept going: --allow-broken-framework)", err=True)
     typer.echo(
         f"wrote {res.path}: {res.n_frames} frames, {res.time_ps:.2f} ps at {temperature:g} K "
         f"({res.ns_per_day:.3g} ns/day, {res.atom_steps_per_s:.3g} atom-steps/s)"
@@ -268,6 +279,7 @@ def diffusion(
         transport.plot_report(traj, res, plot)
     d = res.to_dict()
     d["trajectory"] = str(trajectory)
+    d["integrity"] = _integrity_of(traj)
     if as_json:
         _print_json(d)
         return
@@ -278,6 +290,17 @@ def diffusion(
             f"σ(NE, H_R=1) = {r['sigma_S_cm']:.3e} S/cm, away-from-site fraction {r.get('away_from_site_fraction', float('nan')):.3f}, "
             f"hops {r.get('n_hops', 'n/a')}"
         )
+    if not d["integrity"]["ok"]:
+        typer.echo(f"  WARNING: {d['integrity']['reason']} — transport numbers from this run are not trustworthy", err=True)
+
+
+def _integrity_of(traj) -> dict[str, Any]:
+    """The integrity report stored by `ionraman md`, or one computed now from the frames."""
+    if isinstance(traj.metadata.get("integrity"), dict):
+        return traj.metadata["integrity"]
+    from .integrity import check_trajectory
+
+    return check_trajectory(traj, every=max(1, traj.n_frames // 200)).to_dict()
 
 
 @app.command()
@@ -311,6 +334,38 @@ def arrhenius(
         _print_json(out)
         return
     typer.echo(f"{sp}: Ea = {fit.Ea_eV:.3f} ± {fit.Ea_err_eV:.3f} eV from {len(temps)} temperatures")
+
+
+@app.command()
+@_friendly
+def export(
+    trajectory: Annotated[Path, typer.Argument(help="H5MD trajectory.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Extended-XYZ file to write.")],
+    every: Annotated[int, typer.Option("--every", help="Write every N-th frame.")] = 1,
+    last: Annotated[bool, typer.Option("--last", help="Only the last frame.")] = False,
+    wrap: Annotated[bool, typer.Option("--wrap/--no-wrap", help="Wrap atoms into the cell.")] = True,
+) -> None:
+    """Write frames as extended XYZ (time in fs, velocities in Å/fs) for ASE, OVITO and others."""
+    import ase.io
+    import numpy as np
+
+    from .trajectory import read_h5md
+
+    if every < 1:
+        raise InputError(f"--every {every}: give a positive frame stride.")
+    traj = read_h5md(trajectory)
+    idx = [traj.n_frames - 1] if last else list(range(0, traj.n_frames, every))
+    frames = []
+    for k in idx:
+        a = traj.atoms(k, wrap=wrap)
+        a.info["time_fs"] = float(traj.time_fs[k])
+        if traj.velocities is not None and np.isfinite(traj.velocities[k]).all():
+            a.arrays["velocities_A_fs"] = traj.velocities[k]
+        frames.append(a)
+    tmp = output.with_name(output.name + ".tmp")
+    ase.io.write(tmp, frames, format="extxyz")
+    tmp.replace(output)
+    typer.echo(f"wrote {len(frames)} frame(s) to {output}")
 
 
 # --------------------------------------------------------------------------- demo

@@ -39,6 +39,7 @@ from ase.neighborlist import neighbor_list
 from . import __version__
 from .errors import InputError, SimulationError
 from .forcefields import ForceField
+from .integrity import IntegrityMonitor
 from .trajectory import H5MDWriter
 
 __all__ = ["MDConfig", "MDResult", "run_md", "checkpoint_path"]
@@ -283,6 +284,7 @@ def run_md(
     metadata: dict[str, Any] | None = None,
     progress: bool = False,
     on_frame: Callable[[int, Atoms], None] | None = None,
+    integrity: str = "stop",
 ) -> MDResult:
     """Run equilibration + production MD and write an H5MD trajectory.
 
@@ -299,13 +301,22 @@ def run_md(
     on_frame : called as ``on_frame(frame_index, atoms)`` after each frame is
         written (a place for user monitors; raising KeyboardInterrupt there
         stops the run cleanly with a checkpoint).
+    integrity : the chemical-integrity monitor (:mod:`ionraman.integrity`),
+        referenced to the input structure: ``"stop"`` ends the run as failed
+        when the framework breaks, ``"flag"`` records it and goes on, ``"off"``.
     """
     config.validate()
+    if integrity not in ("stop", "flag", "off"):
+        raise InputError(f"integrity='{integrity}' is not one of stop, flag, off.")
     out = Path(output)
     label = out.name
     ckpt = checkpoint_path(out)
     atoms = atoms.copy()
     forcefield.check_elements(atoms, label)
+    monitor = None
+    if integrity != "off":
+        mobile = (metadata or {}).get("mobile_ion")
+        monitor = IntegrityMonitor(atoms, {mobile} if mobile else None)
     atoms.calc = forcefield.calculator
     dt = config.timestep_fs * units.fs
     rng = np.random.default_rng(config.seed)
@@ -370,7 +381,10 @@ def run_md(
                 forces = None
                 for k in range(n_eq):
                     forces = eq.step(forces)
-                    guards_eq.per_step(atoms, forces, -(n_eq - k) * config.timestep_fs / 1000)
+                    t_eq = -(n_eq - k - 1) * config.timestep_fs / 1000  # production starts at t = 0
+                    guards_eq.per_step(atoms, forces, t_eq)
+                    if monitor is not None and (k + 1) % config.sample_every == 0:
+                        _integrity(monitor, atoms, t_eq, integrity, label)
                     bar.advance(1)
             finally:
                 bar.close()
@@ -387,6 +401,8 @@ def run_md(
         forces = atoms.get_forces()
         if frames_done == 0:
             guards.per_frame(atoms, 0.0)
+            if monitor is not None:
+                _integrity(monitor, atoms, 0.0, integrity, label)
             _append(writer, atoms, 0, config)
             frames_done = 1
             last = _Snapshot.take(atoms, step, frames_done, rng)
@@ -400,6 +416,8 @@ def run_md(
                 guards.per_step(atoms, forces, step * config.timestep_fs / 1000)
             bar.advance(config.sample_every)
             guards.per_frame(atoms, step * config.timestep_fs / 1000)
+            if monitor is not None:
+                _integrity(monitor, atoms, step * config.timestep_fs / 1000, integrity, label)
             _append(writer, atoms, step, config)
             frames_done += 1
             last = _Snapshot.take(atoms, step, frames_done, rng)
@@ -417,7 +435,7 @@ def run_md(
         bar.close()
         raise
     except SimulationError as exc:
-        writer.update_metadata({"status": "failed", "failure": str(exc)})
+        writer.update_metadata({"status": "failed", "failure": str(exc), **_integrity_meta(monitor)})
         writer.close()
         bar.close()
         raise
@@ -426,7 +444,7 @@ def run_md(
     elapsed = bar.elapsed
     rate = steps_run * len(atoms) / elapsed if elapsed > 0 and steps_run else float("nan")
     nsday = steps_run * config.timestep_fs * 1e-6 / (elapsed / 86400) if elapsed > 0 and steps_run else float("nan")
-    writer.update_metadata({"status": "finished", "ns_per_day": nsday})
+    writer.update_metadata({"status": "finished", "ns_per_day": nsday, **_integrity_meta(monitor)})
     writer.close()
     return MDResult(
         path=out,
@@ -438,6 +456,19 @@ def run_md(
         resumed=resumed,
         metadata=meta,
     )
+
+
+def _integrity(monitor: IntegrityMonitor, atoms: Atoms, t_ps: float, mode: str, label: str) -> None:
+    c = monitor.check(atoms, t_ps)
+    if mode == "stop":
+        monitor.raise_if_broken(c, label)
+
+
+def _integrity_meta(monitor: IntegrityMonitor | None) -> dict[str, Any]:
+    if monitor is None:
+        return {}
+    rep = monitor.report()
+    return {"integrity": rep.to_dict(), "integrity_ok": rep.ok}
 
 
 def _append(writer: H5MDWriter, atoms: Atoms, step: int, cfg: MDConfig) -> None:

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase.spacegroup import crystal
+
+from ionraman.errors import SimulationError
+from ionraman.integrity import IntegrityMonitor, check_trajectory
+from ionraman.trajectory import trajectory_from_atoms_list
+
+
+@pytest.fixture(scope="module")
+def cell():
+    # cubic Na3SbS4 (I-43m), S on 8c with x = 0.1876 → Sb–S = √3·x·a ≈ 2.33 Å
+    a = crystal(["Na", "Sb", "S"], basis=[(0, 0.5, 0.5), (0, 0, 0), (0.1876, 0.1876, 0.1876)], spacegroup=217,
+                cellpar=[7.17] * 3 + [90] * 3)
+    return a * (2, 2, 2)
+
+
+def test_reference_bonding_is_found(cell):
+    m = IntegrityMonitor(cell, {"Na"})
+    assert m.framework_cations == ["Sb"] and m.anions == ["S"]
+    assert len(m.centres) == 16
+    assert (m.initial_coord == 4).all()
+    assert m.coord_cut == pytest.approx(1.17 * 2.33, abs=0.02)
+
+
+def test_thermal_vibrations_stay_quiet(cell):
+    rng = np.random.default_rng(0)
+    m = IntegrityMonitor(cell, {"Na"})
+    # each SbS4 unit moves as a whole (σ = 0.12 Å, ~700 K amplitudes) plus stiff
+    # Sb–S bond vibrations (σ ≈ 0.05 Å: 400 cm⁻¹ stretch, k ≈ 15 eV/Å², kT at 800 K)
+    unit = np.array([int(np.argmin([cell.get_distance(i, j, mic=True) if cell[j].symbol == "Sb" else 1e9
+                                    for j in range(len(cell))])) if s == "S" else i
+                     for i, s in enumerate(cell.get_chemical_symbols())])
+    for k in range(20):
+        a = cell.copy()
+        rigid = rng.normal(scale=0.12, size=a.positions.shape)
+        a.positions += rigid[unit] + rng.normal(scale=0.05, size=a.positions.shape)
+        c = m.check(a, 0.1 * k)
+        assert c.ok, m.failure(c)
+    rep = m.report()
+    assert rep.ok and rep.anion_anion_bonds_max == 0 and rep.framework_coordination_min == 4
+    assert rep.framework_msd_max_A2 < 0.1
+
+
+def test_s_s_dimer_is_flagged(cell):
+    m = IntegrityMonitor(cell, {"Na"})
+    a = cell.copy()
+    s_idx = [i for i, s in enumerate(a.get_chemical_symbols()) if s == "S"]
+    i, j = s_idx[0], s_idx[5]
+    # put S j 2.1 Å from S i, pointing away from i's Sb (a persulfide-like dimer)
+    d = a.get_distance(i, j, mic=True, vector=True)
+    a.positions[j] = a.positions[i] + 2.1 * d / np.linalg.norm(d)
+    c = m.check(a, 1.2)
+    assert c.new_anion_bonds >= 1 and c.shortest_anion_pair_A == pytest.approx(2.1, abs=1e-6)
+    with pytest.raises(SimulationError, match=r"t = 1.20 ps: 1 new S–S bond"):
+        m.raise_if_broken(c, "t.h5")
+    rep = m.report()
+    assert not rep.ok and rep.first_failure_ps == 1.2
+
+
+def test_broken_tetrahedron_is_flagged(cell):
+    m = IntegrityMonitor(cell, {"Na"})
+    a = cell.copy()
+    sb = [i for i, s in enumerate(a.get_chemical_symbols()) if s == "Sb"][0]
+    s_near = [j for j in range(len(a)) if a[j].symbol == "S" and a.get_distance(sb, j, mic=True) < 2.5][0]
+    # pull one S 1.2 Å further out along the bond: Sb–S ≈ 3.5 Å > the 2.7 Å shell
+    v = a.get_distance(sb, s_near, mic=True, vector=True)
+    a.positions[s_near] += 1.2 * v / np.linalg.norm(v)
+    c = m.check(a, 0.5)
+    assert c.coordination_min == 3 and c.coordination_changed >= 1
+    assert "changed coordination (minimum 3)" in m.failure(c)
+
+
+def test_framework_diffusion_is_flagged(cell):
+    m = IntegrityMonitor(cell, {"Na"})
+    a = cell.copy()
+    rng = np.random.default_rng(1)
+    fw = [i for i, s in enumerate(a.get_chemical_symbols()) if s != "Na"]
+    # large uncorrelated displacements of the framework (MSD ≈ 3·1.2² ≈ 4.3 Å²)
+    a.positions[fw] += rng.normal(scale=1.2, size=(len(fw), 3))
+    c = m.check(a, 3.0)
+    assert c.framework_msd_A2 > 3.0
+    assert "framework atoms diffuse" in m.failure(c)
+
+
+def test_mobile_ions_moving_is_fine_and_trajectory_check(cell):
+    frames = []
+    rng = np.random.default_rng(2)
+    na = [i for i, s in enumerate(cell.get_chemical_symbols()) if s == "Na"]
+    a = cell.copy()
+    for _ in range(10):
+        a = a.copy()
+        a.positions[na] += rng.normal(scale=0.8, size=(len(na), 3))  # Na diffuse, framework still
+        frames.append(a)
+    traj = trajectory_from_atoms_list(frames, dt_fs=100.0, unwrap=False)
+    traj = traj.__class__(**{**traj.__dict__, "metadata": {"mobile_ion": "Na"}})
+    rep = check_trajectory(traj)
+    assert rep.n_frames_checked == 10
+    assert rep.framework_msd_max_A2 < 1e-12
