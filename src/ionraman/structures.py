@@ -274,6 +274,8 @@ def _order(structure: Any, rng: np.random.Generator, label: str) -> tuple[Atoms,
         groups.setdefault(key, []).append(i)
     symbols: list[str | None] = [None] * len(structure)
     report: dict[str, Any] = {}
+    occupied_partial: list[int] = []
+    excl_used: dict[str, float] = {}
     for key, idx in groups.items():
         total_occ = sum(o for _, o in key)
         if len(key) == 1 and abs(total_occ - 1.0) < 1e-3:
@@ -290,12 +292,19 @@ def _order(structure: Any, rng: np.random.Generator, label: str) -> tuple[Atoms,
             if sum(counts.values()) >= target:
                 break
             counts[sp] += 1
-        order = rng.permutation(idx)
+        n_occ = sum(counts.values())
+        if n_occ < n:
+            chosen, factor = _spread_sites(structure, idx, n_occ, occupied_partial, rng)
+            excl_used[str(key)] = factor
+        else:
+            chosen = list(rng.permutation(idx))
+        chosen = list(rng.permutation(chosen))  # which species goes where, for mixed sites
         pos = 0
         for sp, c in counts.items():
-            for i in order[pos : pos + c]:
+            for i in chosen[pos : pos + c]:
                 symbols[i] = sp
             pos += c
+        occupied_partial += [int(i) for i in chosen]
         name = "+".join(f"{sp}:{occ:g}" for sp, occ in key)
         report[name] = {
             "n_sites": n,
@@ -303,11 +312,46 @@ def _order(structure: Any, rng: np.random.Generator, label: str) -> tuple[Atoms,
             "expected": {sp: round(x, 4) for sp, x in expected.items()},
             "vacant": n - sum(counts.values()),
         }
+        if str(key) in excl_used:
+            report[name]["min_distance_factor"] = excl_used[str(key)]
         if any(abs(expected[sp] - counts[sp]) > 0.05 for sp in counts):
             report[name]["note"] = "occupancy × sites is not an integer here; rounded (use a larger supercell to reduce the error)"
     keep = [i for i, s in enumerate(symbols) if s is not None]
     atoms = AseAtomsAdaptor.get_atoms(_ordered_copy(structure, symbols, keep))
     return atoms, {"method": "seeded random assignment per site group", "groups": report, "source": label}
+
+
+def _spread_sites(
+    structure: Any, idx: list[int], n_occ: int, taken: list[int], rng: np.random.Generator
+) -> tuple[list[int], float]:
+    """Pick ``n_occ`` of the partially occupied sites ``idx`` at random, never two too close.
+
+    Partially occupied sites are often closer than two atoms can be (12d sites
+    of α-AgI are 1.79 Å apart): random sequential addition keeps every pair of
+    occupied partial sites at least ``f`` × the sum of covalent radii apart,
+    starting at f = 0.75 and relaxing f only when no arrangement is found.
+    """
+    from ase.data import atomic_numbers, covalent_radii
+
+    lat = structure.lattice
+    frac = np.array([structure[i].frac_coords for i in range(len(structure))])
+    rad = np.array([covalent_radii[atomic_numbers[structure[i].species.elements[0].symbol]] for i in range(len(structure))])
+
+    def dist(i: int, others: list[int]) -> np.ndarray:
+        d = frac[others] - frac[i]
+        d -= np.round(d)
+        return np.linalg.norm(d @ lat.matrix, axis=1)
+
+    for f in (0.75, 0.65, 0.55, 0.0):
+        for _attempt in range(20):
+            chosen: list[int] = []
+            for i in rng.permutation(idx):
+                others = taken + chosen
+                if not others or f == 0.0 or (dist(int(i), others) >= f * (rad[i] + rad[others])).all():
+                    chosen.append(int(i))
+                    if len(chosen) == n_occ:
+                        return chosen, f
+    raise AssertionError("unreachable: f = 0 accepts every site")
 
 
 def _ordered_copy(structure: Any, symbols: list[str | None], keep: list[int]) -> Any:
