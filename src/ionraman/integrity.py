@@ -117,7 +117,7 @@ class IntegrityMonitor:
         reference: Atoms,
         mobile_ions: set[str] | frozenset[str] | None = None,
         bond_factor: float = 1.25,
-        coordination_factor: float = 1.17,
+        coordination_factor: float = 1.2,
         anion_bond_factor: float = 1.15,
         framework_msd_A2: float = 3.0,
     ) -> None:
