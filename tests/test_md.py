@@ -155,3 +155,49 @@ def test_real_chgnet_md_on_small_cell(chgnet, tmp_path):
     # NaCl at 300 K: atoms vibrate by ~0.1–0.3 Å, nobody diffuses
     disp = np.linalg.norm(t.positions - t.positions[0], axis=2)
     assert 0.01 < disp.mean() < 0.5 and disp.max() < 1.0
+
+
+class _PullTwoAnions(Calculator):
+    """Zero forces except a spring (3 eV/Å², rest length 3 Å) between atoms i and j: a made-up
+    'bad force field' that swings two S from 3.8 Å to ≈ 2.2 Å, an S–S bond."""
+
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self, i: int, j: int):
+        super().__init__()
+        self.i, self.j = i, j
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        f = np.zeros((len(atoms), 3))
+        d = atoms.get_distance(self.i, self.j, mic=True, vector=True)
+        r = np.linalg.norm(d)
+        f[self.i] += 3.0 * (r - 3.0) * d / r
+        f[self.j] -= 3.0 * (r - 3.0) * d / r
+        self.results = {"energy": 0.0, "forces": f}
+
+
+@pytest.mark.parametrize("mode", ["stop", "flag"])
+def test_integrity_monitor_in_md(tmp_path, mode):
+    from ase.spacegroup import crystal
+
+    a = crystal(["Na", "Sb", "S"], basis=[(0, 0.5, 0.5), (0, 0, 0), (0.1876, 0.1876, 0.1876)], spacegroup=217,
+                cellpar=[7.17] * 3 + [90] * 3)
+    s_idx = [k for k, s in enumerate(a.get_chemical_symbols()) if s == "S"]
+    d = [a.get_distance(s_idx[0], k, mic=True) for k in s_idx[1:]]
+    j = s_idx[1 + int(np.argmin(d))]
+    ff = ForceField(name="bad", calculator=_PullTwoAnions(s_idx[0], j), version="test", cutoff_A=5.0)
+    cfg = _cfg(temperature_K=50, time_ps=0.6, equilibrate_ps=0.0, max_temperature_factor=1000.0)
+    p = tmp_path / "t.h5"
+    if mode == "stop":
+        with pytest.raises(SimulationError, match="the framework broke at t = "):
+            run_md(a, ff, cfg, p, metadata={"mobile_ion": "Na"}, integrity="stop")
+        t = read_h5md(p)
+        assert t.metadata["status"] == "failed" and t.metadata["integrity_ok"] is False
+        assert t.n_frames < cfg.n_frames
+    else:
+        r = run_md(a, ff, cfg, p, metadata={"mobile_ion": "Na"}, integrity="flag")
+        t = read_h5md(p)
+        assert t.n_frames == cfg.n_frames and t.metadata["integrity_ok"] is False
+        assert t.metadata["integrity"]["anion_anion_bonds_max"] >= 1
+        assert r.metadata["integrity_ok"] is False

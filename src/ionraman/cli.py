@@ -164,14 +164,15 @@ def md(
     substitute: Annotated[list[str] | None, typer.Option("--substitute", help=_SUB_HELP)] = None,
     mobile_ion: Annotated[str | None, typer.Option("--mobile-ion", help="Mobile ion (default: the catalog's).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint of OUTPUT.")] = False,
-    allow_broken: Annotated[bool, typer.Option("--allow-broken-framework", help="Keep running when the framework breaks (flagged in the file).")] = False,
+    integrity: Annotated[str, typer.Option("--integrity", help="When the framework breaks: stop (fail the run), flag (warn, record, go on), off.")] = "flag",
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
     """Finite-temperature ML-force-field MD: equilibrate, then NVT production written to H5MD.
 
     A chemical-integrity monitor watches the framework (new anion–anion bonds,
-    changed cation coordination, framework diffusion) and stops the run when it
-    breaks, unless --allow-broken-framework.
+    changed cation coordination, framework diffusion); --integrity stop ends the
+    run as failed when it breaks, the default (flag) records it in the file and
+    warns.
     """
     from .forcefields import get_forcefield
     from .md import MDConfig, run_md
@@ -197,10 +198,14 @@ def md(
     )
     res = run_md(
         loaded.atoms, ff, cfg, output, resume=resume, metadata=loaded.describe(), progress=progress,
-        integrity="flag" if allow_broken else "stop",
+        integrity=integrity,
     )
     if not res.metadata.get("integrity_ok", True):
-        typer.echo(f"warning: {res.metadata['integrity']['reason']} (kept going: --allow-broken-framework)", err=True)
+        typer.echo(
+            f"WARNING: {res.metadata['integrity']['reason']} — the force field does not hold this material's chemistry "
+            "here; transport and spectra from this run are not trustworthy (use --integrity stop to fail such runs).",
+            err=True,
+        )
     typer.echo(
         f"wrote {res.path}: {res.n_frames} frames, {res.time_ps:.2f} ps at {temperature:g} K "
         f"({res.ns_per_day:.3g} ns/day, {res.atom_steps_per_s:.3g} atom-steps/s)"

@@ -234,7 +234,7 @@ class IntegrityMonitor:
         if msg:
             raise SimulationError(
                 f"{label}: {msg}. The force field does not keep this material's chemistry at this temperature; "
-                "use a validated/fine-tuned force field or a lower temperature (or --allow-broken-framework to keep going, flagged)."
+                "use a validated/fine-tuned force field or a lower temperature (or --integrity flag to keep going, flagged)."
             )
 
 

@@ -284,7 +284,7 @@ def run_md(
     metadata: dict[str, Any] | None = None,
     progress: bool = False,
     on_frame: Callable[[int, Atoms], None] | None = None,
-    integrity: str = "stop",
+    integrity: str = "flag",
 ) -> MDResult:
     """Run equilibration + production MD and write an H5MD trajectory.
 
@@ -303,7 +303,8 @@ def run_md(
         stops the run cleanly with a checkpoint).
     integrity : the chemical-integrity monitor (:mod:`ionraman.integrity`),
         referenced to the input structure: ``"stop"`` ends the run as failed
-        when the framework breaks, ``"flag"`` records it and goes on, ``"off"``.
+        when the framework breaks, ``"flag"`` (default) records it in the
+        metadata (``integrity``, ``integrity_ok``) and goes on, ``"off"``.
     """
     config.validate()
     if integrity not in ("stop", "flag", "off"):
@@ -446,6 +447,7 @@ def run_md(
     nsday = steps_run * config.timestep_fs * 1e-6 / (elapsed / 86400) if elapsed > 0 and steps_run else float("nan")
     writer.update_metadata({"status": "finished", "ns_per_day": nsday, **_integrity_meta(monitor)})
     writer.close()
+    meta.update(_integrity_meta(monitor))
     return MDResult(
         path=out,
         n_frames=frames_done,
