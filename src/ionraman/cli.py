@@ -373,6 +373,112 @@ def export(
     typer.echo(f"wrote {len(frames)} frame(s) to {output}")
 
 
+# --------------------------------------------------------------------------- Raman
+
+
+def _load_series(source: Path, model: Path | None, dt_fs: float | None, temperature: float | None):
+    """α(t) from an H5MD trajectory (+ model, or its stored sidecar), an extxyz or a .npy series."""
+    from .raman import PolarizabilitySeries
+
+    suffix = source.suffix.lower()
+    if not source.exists():
+        raise InputError(f"{source}: no such file; give an H5MD trajectory, an extxyz with info['polarizability'] or a .npy α(t).")
+    if suffix == ".npy":
+        if dt_fs is None:
+            raise InputError(f"{source}: a .npy series has no time axis; pass --dt-fs (time between samples in fs).")
+        return PolarizabilitySeries.from_npy(source, dt_fs, temperature_K=temperature if temperature else float("nan"))
+    if suffix in (".xyz", ".extxyz"):
+        if dt_fs is None:
+            raise InputError(f"{source}: an extxyz series has no time axis; pass --dt-fs (time between frames in fs).")
+        return PolarizabilitySeries.from_extxyz(source, dt_fs, temperature_K=temperature if temperature else float("nan"))
+    from .polarizability.series import load_alpha_series
+
+    return load_alpha_series(source, model=model, temperature_K=temperature)
+
+
+@app.command()
+@_friendly
+def raman(
+    source: Annotated[Path, typer.Argument(help="H5MD trajectory, stored α(t) (.alpha.h5), extxyz or .npy series.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="spectrum.csv to write.")],
+    model: Annotated[Path | None, typer.Option("--model", help="Polarizability model file (for a trajectory without stored α(t)).")] = None,
+    geometry: Annotated[list[str] | None, typer.Option("--geometry", help="powder (default), VV, VH, unpolarized, isotropic, anisotropic or a Porto string like 'x(zz)-x'; repeatable.")] = None,
+    temperature: Annotated[float | None, typer.Option("--temperature", "-T", help="Temperature for the Bose/quantum factors, K (default: the trajectory's).")] = None,
+    representation: Annotated[str, typer.Option("--representation", help="stokes, reduced or classical.")] = "stokes",
+    segment: Annotated[float | None, typer.Option("--segment-ps", help="Welch segment length, ps (sets the resolution 1/(c·T)).")] = None,
+    n_segments: Annotated[int | None, typer.Option("--segments", help="Number of Welch segments (default 8).")] = None,
+    max_frequency: Annotated[float | None, typer.Option("--max-frequency", help="Highest wavenumber kept, cm⁻¹.")] = 1000.0,
+    dt_fs: Annotated[float | None, typer.Option("--dt-fs", help="Time between samples of an extxyz/.npy series, fs.")] = None,
+    harmonic: Annotated[Path | None, typer.Option("--harmonic", help="A harmonic spectrum.csv to draw in the same plot.")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="PNG of the spectrum.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary.")] = False,
+) -> None:
+    """Raman spectrum from the autocorrelation of α(t): powder VV/VH/unpolarized or single-crystal geometries."""
+    from .raman import RamanSpectrum, compute_spectrum
+
+    series = _load_series(source, model, dt_fs, temperature)
+    geo: Any = "powder" if not geometry else (geometry[0] if len(geometry) == 1 else list(geometry))
+    spec = compute_spectrum(
+        series,
+        geo,
+        temperature_K=temperature,
+        segment_ps=segment,
+        n_segments=n_segments,
+        max_frequency_cm1=max_frequency,
+        representation=representation,
+    )
+    spec.to_csv(output)
+    if plot is not None:
+        others = [RamanSpectrum.from_csv(harmonic)] if harmonic else []
+        spec.plot(plot, others=others, labels=["MD", "harmonic"][: 1 + len(others)])
+    summary = {
+        "output": str(output),
+        "channels": spec.channel_names,
+        "temperature_K": spec.temperature_K,
+        "representation": spec.representation,
+        "resolution_cm1": float(spec.frequency_cm1[1] - spec.frequency_cm1[0]),
+        "max_frequency_cm1": float(spec.frequency_cm1[-1]),
+        "n_frames": series.n_frames,
+        "dt_fs": series.dt_fs,
+        "n_segments": spec.metadata.get("n_segments"),
+    }
+    if as_json:
+        _print_json(summary)
+    else:
+        typer.echo(f"wrote {output}: channels {', '.join(spec.channel_names)}, Δν̃ = {summary['resolution_cm1']:.2f} cm⁻¹")
+
+
+@app.command()
+@_friendly
+def fingerprint(
+    spectrum: Annotated[Path, typer.Argument(help="spectrum.csv from `ionraman raman` (or any two-column file).")],
+    cutoff: Annotated[float, typer.Option("--cutoff", help="ω_c of F_LF, cm⁻¹.")] = 100.0,
+    channel: Annotated[str, typer.Option("--channel", help="Channel of the spectrum.")] = "unpolarized",
+    representation: Annotated[str, typer.Option("--representation", help="Representation F_LF is computed in (reduced, stokes, classical).")] = "reduced",
+    omega_min: Annotated[float, typer.Option("--omega-min", help="Lower integration limit, cm⁻¹.")] = 5.0,
+    omega_max: Annotated[float, typer.Option("--omega-max", help="Upper integration limit, cm⁻¹.")] = 800.0,
+    harmonic: Annotated[Path | None, typer.Option("--harmonic", help="Harmonic spectrum.csv for the MD/harmonic ratio.")] = None,
+    temperature: Annotated[float | None, typer.Option("--temperature", "-T", help="Temperature, K, if the file does not record it.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Low-frequency fingerprint: F_LF ± error, central-peak width and relaxation time."""
+    from . import fingerprint as fp
+    from .raman import RamanSpectrum
+
+    spec = RamanSpectrum.from_csv(spectrum, temperature_K=temperature)
+    harm = RamanSpectrum.from_csv(harmonic, temperature_K=temperature) if harmonic else None
+    res = fp.fingerprint(spec, harm, cutoff, channel=channel, representation=representation,
+                         omega_min_cm1=omega_min, omega_max_cm1=omega_max)
+    d = res.to_dict() | {"spectrum": str(spectrum)}
+    if as_json:
+        _print_json(d)
+        return
+    typer.echo(
+        f"F_LF(ω < {cutoff:g} cm⁻¹) = {d['F_LF']:.4f} ± {d['F_LF_err'] if d['F_LF_err'] is not None else float('nan'):.4f}; "
+        f"central peak HWHM = {d['central_peak_width_cm1'] if d['central_peak_width_cm1'] is not None else float('nan'):.1f} cm⁻¹"
+    )
+
+
 # --------------------------------------------------------------------------- demo
 
 

@@ -124,6 +124,9 @@ def _chgnet(arg: str | None, device: str) -> ForceField:
         model = CHGNet.load(model_name=arg or "0.3.0", use_device=device, verbose=False)
         calc = CHGNetCalculator(model=model, use_device=device)
     cutoff = float(model.graph_converter.atom_graph_cutoff)
+    # CHGNet converts a grad-tracking tensor to a float in every call; harmless, but
+    # it would print a warning per MD step
+    warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad", category=UserWarning)
     return ForceField(
         name=f"chgnet:{arg}" if arg else "chgnet",
         calculator=calc,

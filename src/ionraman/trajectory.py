@@ -392,6 +392,7 @@ def read_h5md(path: str | os.PathLike, start: int = 0, stop: int | None = None, 
         else:
             raise InputError(f"{p}: no '{_GROUP}/species' dataset; cannot tell which atom is which element.")
         meta = _read_meta(f)
+    meta["path"] = str(p)  # so that analysis messages can name the file
     for name, arr in (("position", pos), ("box/edges", cells)):
         if not np.isfinite(arr).all():
             raise InputError(f"{p}: '{_GROUP}/{name}' contains NaN or infinite values; the run is corrupt, rerun it.")

@@ -1,0 +1,1 @@
+"""Polarizability: labelled datasets, reference labels (DFT, bond model) and tensorial ML models."""
