@@ -479,6 +479,65 @@ def fingerprint(
     )
 
 
+# --------------------------------------------------------------------------- screening
+
+
+@app.command()
+@_friendly
+def screen(
+    campaign: Annotated[Path | None, typer.Argument(help="Campaign TOML file (default: the demo preset).")] = None,
+    preset: Annotated[str | None, typer.Option("--preset", help="Built-in campaign: demo or production.")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Output directory (overrides the campaign's).")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Local worker processes (default: all cores).")] = None,
+    scheduler: Annotated[str | None, typer.Option("--scheduler", help="Address of a running Dask scheduler, tcp://host:8786.")] = None,
+    cluster: Annotated[str | None, typer.Option("--cluster", help="Batch system through dask-jobqueue: slurm, pbs, sge, lsf.")] = None,
+    cluster_config: Annotated[str | None, typer.Option("--cluster-config", help="JSON/YAML file of the jobqueue cluster's arguments.")] = None,
+    database: Annotated[str | None, typer.Option("--database", help="Results store: SQLite path or postgresql:// URL (default OUTPUT/results.db).")] = None,
+    calibration: Annotated[Path | None, typer.Option("--calibration", help="calibration.json from `ionraman calibrate` for verdict thresholds.")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show campaign progress.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary.")] = False,
+) -> None:
+    """Screen candidates × temperatures on Dask: MD → transport → α(t) → Raman → fingerprint; store, rank, report."""
+    from .screening.campaign import run_campaign
+    from .screening.report import summary_json
+    from .screening.spec import load_campaign
+    from .screening.spec import preset as get_preset
+    from .screening.store import ResultsStore
+
+    if campaign is not None and preset is not None:
+        raise InputError("Give either a campaign file or --preset, not both.")
+    spec = load_campaign(campaign) if campaign is not None else get_preset(preset or "demo")
+    if output is not None:
+        spec = spec.with_output(output)
+    cal = None
+    if calibration is not None:
+        from .calibration import Calibration
+
+        cal = Calibration.load(calibration)
+    res = run_campaign(spec, workers=workers, scheduler=scheduler, cluster=cluster, cluster_config=cluster_config,
+                       database=database, progress=progress and sys.stderr.isatty(), calibration=cal)
+    records = ResultsStore(res.database).records("md")
+    summary = {
+        "campaign": spec.name,
+        "output_dir": str(res.output_dir),
+        "database": res.database,
+        "report": str(res.report) if res.report else None,
+        "ranking": str(res.ranking) if res.ranking else None,
+        "tasks": {"done": res.done, "failed": res.failed, "skipped": res.skipped},
+        "failures": res.failures,
+        "results": summary_json(records),
+    }
+    if as_json:
+        _print_json(summary)
+        return
+    typer.echo(f"campaign {spec.name}: {res.done} done, {res.failed} failed, {res.skipped} skipped (already finished)")
+    for r in summary["results"]:
+        typer.echo(f"  {r['candidate']:<24} {r['temperature_K']:>6g} K  F_LF = {r['F_LF'] if r['F_LF'] is not None else float('nan'):.3f}  {r['verdict']}")
+    for label, reason in res.failures.items():
+        typer.echo(f"  FAILED {label}: {reason}", err=True)
+    typer.echo(f"report: {res.report}  ranking: {res.ranking}  database: {res.database} (browse with `ase db`)")
+
+
 # --------------------------------------------------------------------------- demo
 
 

@@ -1,0 +1,183 @@
+"""What a worker does for one task: MD → transport → α(t) → Raman → fingerprint (or the harmonic reference).
+
+Workers write artifacts (trajectory, spectra, plots) into the task's own
+directory and return a small JSON-able record; only the client writes the
+results store. An interrupted MD resumes from its checkpoint when the task runs
+again; a task that fails returns nothing and the client records the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .spec import TaskSpec
+
+__all__ = ["run_task", "file_hash"]
+
+
+def file_hash(path: str | Path) -> str:
+    """SHA-256 of a file's content (artifacts are referenced by it)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@cache
+def _forcefield(spec: str) -> Any:
+    """One force-field instance per worker process (model loading takes seconds)."""
+    from ..forcefields import get_forcefield
+
+    return get_forcefield(spec)
+
+
+def _structure(task: TaskSpec, cutoff_A: float) -> Any:
+    from ..structures import load_structure
+
+    c = task.candidate
+    return load_structure(
+        c.structure,
+        supercell=c.supercell,
+        min_atoms=c.min_atoms,
+        min_width_A=2 * cutoff_A if c.min_atoms else None,
+        seed=c.seed,
+        vacancies=c.vacancies,
+        substitutions=list(c.substitute) or None,
+        mobile_ion=c.mobile_ion,
+    )
+
+
+def _artifact(path: Path, root: Path) -> dict[str, str]:
+    return {"path": str(path.relative_to(root)), "sha256": file_hash(path)}
+
+
+def run_task(task: TaskSpec) -> dict[str, Any]:
+    """Run one task; returns its record (small, JSON-serialisable)."""
+    return _run_harmonic(task) if task.kind == "harmonic" else _run_md_task(task)
+
+
+def _run_md_task(task: TaskSpec) -> dict[str, Any]:
+    from .. import transport
+    from ..fingerprint import fingerprint
+    from ..md import MDConfig, checkpoint_path, run_md
+    from ..polarizability.registry import resolve_model
+    from ..raman import PolarizabilitySeries, compute_spectrum
+    from ..structures import formula
+    from ..trajectory import read_h5md, read_metadata
+
+    t0 = time.perf_counter()
+    root = Path(task.output_dir)
+    wd = task.workdir
+    wd.mkdir(parents=True, exist_ok=True)
+    ff = _forcefield(task.md.forcefield)
+    loaded = _structure(task, ff.cutoff_A)
+    cfg = MDConfig(
+        temperature_K=task.temperature_K,
+        time_ps=task.md.time_ps,
+        timestep_fs=task.md.timestep_fs,
+        equilibrate_ps=task.md.equilibrate_ps,
+        sample_every=task.md.sample_every,
+        thermostat_tau_fs=task.md.thermostat_tau_fs,
+        seed=task.md.seed,
+    )
+    traj_path = wd / "trajectory.h5"
+    done = traj_path.exists() and read_metadata(traj_path).get("status") == "finished"
+    if not done:
+        resume = checkpoint_path(traj_path).exists() and traj_path.exists()
+        run_md(loaded.atoms, ff, cfg, traj_path, resume=resume, metadata=loaded.describe(), integrity=task.md.integrity)
+    traj = read_h5md(traj_path)
+    tr = transport.analyse(traj)
+    transport.plot_msd([s.diffusion for s in tr.species.values()], wd / "msd.png")
+
+    model, model_info = resolve_model(task.spectrum.polarizability_model, loaded.name, loaded.atoms)
+    frames = [traj.atoms(k, wrap=True) for k in range(traj.n_frames)]
+    alpha = np.concatenate([model.predict(frames[i : i + 64]) for i in range(0, len(frames), 64)])
+    series = PolarizabilitySeries(time_fs=traj.time_fs, alpha_A3=alpha, temperature_K=task.temperature_K,
+                                  metadata={"model": model_info})
+    spec = compute_spectrum(series, "powder", temperature_K=task.temperature_K, n_segments=task.spectrum.segments,
+                            max_frequency_cm1=min(task.spectrum.max_frequency_cm1, series.nyquist_cm1))
+    spec.to_csv(wd / "spectrum.csv")
+    fp_spec = task.fingerprint
+    fp = fingerprint(spec, None, fp_spec.cutoff_cm1, channel=fp_spec.channel, representation=fp_spec.representation,
+                     omega_min_cm1=fp_spec.omega_min_cm1,
+                     omega_max_cm1=min(fp_spec.omega_max_cm1, float(spec.frequency_cm1[-1])))
+    integrity = traj.metadata.get("integrity") or {}
+    reduced = spec.as_representation("reduced")
+    return {
+        "kind": "md",
+        "key": task.key,
+        "candidate": task.candidate.name,
+        "structure": loaded.name,
+        "formula": formula(loaded.atoms),
+        "n_atoms": len(loaded.atoms),
+        "supercell": list(loaded.repeats),
+        "mobile_ion": loaded.mobile_ion,
+        "defects": loaded.defects,
+        "temperature_K": task.temperature_K,
+        "transport": tr.to_dict(),
+        "fingerprint": fp.to_dict(),
+        "integrity": integrity,
+        "integrity_ok": bool(traj.metadata.get("integrity_ok", True)),
+        "md_status": traj.metadata.get("status"),
+        "ns_per_day": traj.metadata.get("ns_per_day"),
+        "forcefield": ff.version,
+        "polarizability_model": model_info,
+        "spectrum": {
+            "frequency_cm1": reduced.frequency_cm1.tolist(),
+            "unpolarized_reduced": reduced.channel("unpolarized").tolist(),
+            "unpolarized_reduced_err": reduced.error("unpolarized").tolist(),
+        },
+        "artifacts": {
+            "trajectory": _artifact(traj_path, root),
+            "spectrum": _artifact(wd / "spectrum.csv", root),
+            "msd_plot": _artifact(wd / "msd.png", root),
+        },
+        "atoms": _atoms_dict(loaded.atoms),
+        "wall_s": time.perf_counter() - t0,
+    }
+
+
+def _atoms_dict(atoms: Any) -> dict[str, Any]:
+    """The starting structure, so the client can store it without loading structures itself."""
+    return {"numbers": atoms.numbers.tolist(), "positions": atoms.positions.tolist(), "cell": atoms.cell.array.tolist()}
+
+
+def _run_harmonic(task: TaskSpec) -> dict[str, Any]:
+    from ..harmonic import harmonic_spectrum
+    from ..polarizability.registry import resolve_model
+
+    t0 = time.perf_counter()
+    root = Path(task.output_dir)
+    wd = task.workdir
+    wd.mkdir(parents=True, exist_ok=True)
+    ff = _forcefield(task.md.forcefield)
+    loaded = _structure(task, ff.cutoff_A)
+    model, model_info = resolve_model(task.spectrum.polarizability_model, loaded.name, loaded.atoms)
+    h = harmonic_spectrum(loaded.atoms, ff.calculator, model, task.temperature_K, fwhm_cm1=task.spectrum.harmonic_fwhm_cm1,
+                          max_frequency_cm1=task.spectrum.max_frequency_cm1, resolution_cm1=1.0)
+    h.spectrum.to_csv(wd / "harmonic.csv")
+    (wd / "modes.json").write_text(json.dumps(h.line_table, default=float, indent=1))
+    red = h.spectrum.as_representation("reduced")
+    return {
+        "kind": "harmonic",
+        "key": task.key,
+        "candidate": task.candidate.name,
+        "temperature_K": task.temperature_K,
+        "n_imaginary": h.spectrum.metadata.get("n_imaginary", 0),
+        "polarizability_model": model_info,
+        "spectrum": {
+            "frequency_cm1": red.frequency_cm1.tolist(),
+            "unpolarized_reduced": red.channel("unpolarized").tolist(),
+        },
+        "artifacts": {"spectrum": _artifact(wd / "harmonic.csv", root)},
+        "atoms": _atoms_dict(loaded.atoms),
+        "wall_s": time.perf_counter() - t0,
+    }

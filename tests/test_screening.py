@@ -1,0 +1,137 @@
+"""A tiny real campaign on a 2-worker LocalCluster: store, resume, faults, spec errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from ionraman.errors import InputError
+from ionraman.screening.campaign import run_campaign
+from ionraman.screening.spec import load_campaign, preset
+from ionraman.screening.store import ResultsStore
+
+HERE = Path(__file__).resolve().parent
+
+TINY = """
+name = "tiny"
+temperatures_K = [300, 600]
+output_dir = "{out}"
+
+[[candidates]]
+structure = "NaCl"
+supercell = "1x1x1"
+
+[[candidates]]
+structure = "AgI-alpha"
+supercell = "1x1x1"
+
+[md]
+time_ps = 0.12
+equilibrate_ps = 0.02
+sample_every = 1
+timestep_fs = 2.0
+
+[spectrum]
+polarizability_model = "{model}"
+segments = 2
+max_frequency_cm1 = 600.0
+harmonic = {harmonic}
+
+[fingerprint]
+cutoff_cm1 = 100.0
+omega_max_cm1 = 600.0
+"""
+
+
+@pytest.fixture
+def worker_env(monkeypatch):
+    # Dask worker processes import the test model factories from tests/helpers
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.syspath_prepend(str(HERE))
+
+
+def _campaign(tmp_path, model="python:helpers.screening_models:bond_model", harmonic="true"):
+    f = tmp_path / "tiny.toml"
+    f.write_text(TINY.format(out=tmp_path / "out", model=model, harmonic=harmonic))
+    return load_campaign(f)
+
+
+def test_tiny_campaign_runs_stores_and_skips_on_rerun(tmp_path, worker_env):
+    spec = _campaign(tmp_path)
+    res = run_campaign(spec, workers=2, progress=False)
+    assert res.failed == 0, res.failures
+    assert res.done == 6 and res.skipped == 0  # 2 × 2 MD + 2 harmonic
+    store = ResultsStore(res.database)
+    recs = store.records("md")
+    assert len(recs) == 4
+    for r in recs:
+        assert 0 <= r["fingerprint"]["F_LF"] <= 1
+        assert r["verdict"] in {"liquid-like", "hopping", "immobile", "invalid"}
+        assert (res.output_dir / r["artifacts"]["trajectory"]["path"]).exists()
+        assert len(r["artifacts"]["spectrum"]["sha256"]) == 64
+    nacl = [r for r in recs if r["candidate"] == "NaCl"]
+    assert all(r["verdict"] == "immobile" for r in nacl)
+    # ASE db key-value pairs are filterable
+    assert store.count(candidate="NaCl", kind="md") == 2
+    assert res.report.exists() and "Verdicts" in res.report.read_text()
+    rows = res.ranking.read_text().splitlines()
+    assert rows[0].startswith("candidate,") and len(rows) == 5
+    # a second run does no work
+    again = run_campaign(spec, workers=2, progress=False)
+    assert again.done == 0 and again.skipped == 6 and again.failed == 0
+    assert store.count() == 6
+
+
+def test_killed_worker_is_retried_without_duplicates(tmp_path, worker_env, monkeypatch):
+    monkeypatch.setenv("IONRAMAN_TEST_KILL_MARKER", str(tmp_path / "killed"))
+    spec = _campaign(tmp_path, model="python:helpers.screening_models:killer_bond_model", harmonic="false")
+    res = run_campaign(spec, workers=2, progress=False, report=False)
+    assert (tmp_path / "killed").exists()  # a worker really died
+    assert res.failed == 0, res.failures
+    store = ResultsStore(res.database)
+    keys = [r["key"] for r in store.records("md")]
+    assert len(keys) == 4 and len(set(keys)) == 4
+
+
+def test_failed_task_is_recorded_and_others_finish(tmp_path, worker_env):
+    spec = _campaign(tmp_path, model="python:helpers.no_such_module:nothing", harmonic="false")
+    res = run_campaign(spec, workers=2, progress=False)
+    assert res.failed == 4 and res.done == 0
+    assert all("cannot load" in reason for reason in res.failures.values())
+    assert ResultsStore(res.database).count(status="failed") == 4
+
+
+@pytest.mark.parametrize(
+    "text,msg",
+    [
+        ('name = "x"\ncandidates = ["NaCl"]\n', "temperatures_K"),
+        ('temperatures_K = [300]\ncandidates = ["Unobtainium"]\n', "neither a built-in name nor an existing file"),
+        ('temperatures_K = [300]\ncandidates = ["NaCl"]\n[md]\ntime_ps = "long"\n', "[md].time_ps"),
+        ('temperatures_K = [300]\ncandidates = ["NaCl"]\n[md]\nthermostat = "nose"\n', "unknown key(s) thermostat"),
+        ('temperatures_K = [-5]\ncandidates = ["NaCl"]\n', "non-positive temperature"),
+        ('temperatures_K = [300]\ncandidates = ["NaCl", "NaCl"]\n', "appear twice"),
+        ("temperatures_K = [300\n", "not valid TOML"),
+    ],
+)
+def test_invalid_spec_one_sentence(tmp_path, text, msg):
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(InputError) as e:
+        load_campaign(f)
+    assert msg in str(e.value) and "bad.toml" in str(e.value)
+
+
+def test_presets_are_valid_and_keys_stable():
+    demo = preset("demo")
+    names = {c.name for c in demo.candidates}
+    assert "NaCl" in names and len(names) >= 4 and len(demo.temperatures_K) >= 2
+    k1 = [t.key for t in demo.tasks()]
+    k2 = [t.key for t in preset("demo").tasks()]
+    assert k1 == k2 and len(set(k1)) == len(k1)
+    assert preset("production").md.time_ps > demo.md.time_ps
+    with pytest.raises(InputError, match="unknown"):
+        preset("huge")
