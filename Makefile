@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt scripts/setup_system.sh
 	touch $(STAMP)
 
 run: setup
-	$(VENV)/bin/ionraman demo -o runs/demo
+	$(VENV)/bin/ionraman screen --preset demo -o runs/demo
 
 test: setup
 	$(PY) -m pytest -q

@@ -479,6 +479,125 @@ def fingerprint(
     )
 
 
+@app.command()
+@_friendly
+def harmonic(
+    structure: Annotated[str, typer.Argument(help="Built-in name or structure file.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="harmonic.csv to write.")],
+    model: Annotated[str, typer.Option("--model", help="Polarizability model: auto, bond, bond:FILE.json, a model file, python:MOD:FN.")] = "auto",
+    forcefield: Annotated[str, typer.Option("--forcefield", help="Force field for the phonons.")] = "chgnet",
+    supercell: Annotated[str | None, typer.Option("--supercell", help="Repeats (use the MD cell for absolute comparison).")] = None,
+    temperature: Annotated[float, typer.Option("--temperature", "-T", help="Temperature of amplitudes and factors, K.")] = 300.0,
+    geometry: Annotated[list[str] | None, typer.Option("--geometry", help="powder (default), VV, VH, … or a Porto string; repeatable.")] = None,
+    representation: Annotated[str, typer.Option("--representation", help="stokes, reduced or classical.")] = "stokes",
+    fwhm: Annotated[float, typer.Option("--fwhm", help="Lorentzian line FWHM, cm⁻¹.")] = 5.0,
+    max_frequency: Annotated[float, typer.Option("--max-frequency", help="Highest wavenumber, cm⁻¹.")] = 1000.0,
+    md_spectrum: Annotated[Path | None, typer.Option("--md", help="An MD spectrum.csv to draw in the same plot.")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="PNG of the spectrum (with the MD one if given).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of site ordering.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Modes and intensities as JSON.")] = False,
+) -> None:
+    """Harmonic Raman spectrum: Γ phonons (phonopy) + finite-difference Raman tensors of the polarizability model."""
+    from .forcefields import get_forcefield
+    from .harmonic import harmonic_spectrum
+    from .polarizability.registry import resolve_model
+    from .raman import RamanSpectrum
+
+    ff = get_forcefield(forcefield)
+    loaded = _load(structure, supercell, None, ff.cutoff_A, seed)
+    pol, info = resolve_model(model, loaded.name, loaded.atoms)
+    geo: Any = "powder" if not geometry else (geometry[0] if len(geometry) == 1 else list(geometry))
+    h = harmonic_spectrum(loaded.atoms, ff.calculator, pol, temperature, geometry=geo, fwhm_cm1=fwhm,
+                          max_frequency_cm1=max_frequency, representation=representation)
+    h.spectrum.to_csv(output)
+    if plot is not None:
+        if md_spectrum is not None:
+            md_spec = RamanSpectrum.from_csv(md_spectrum)
+            md_spec.plot(plot, others=[h.spectrum], labels=["MD", "harmonic"])
+        else:
+            h.spectrum.plot(plot, labels=["harmonic"])
+    d = {"output": str(output), "structure": loaded.name, "n_atoms": len(loaded.atoms), "model": info,
+         "spacegroup": h.modes.spacegroup, "n_imaginary": h.spectrum.metadata.get("n_imaginary"), "modes": h.line_table}
+    if as_json:
+        _print_json(d)
+        return
+    active = [r for r in h.line_table if r.get("unpolarized_A6", 0) > 0 or r.get(f"{h.spectrum.channel_names[0]}_A6", 0) > 0]
+    typer.echo(f"wrote {output}: {len(h.line_table)} modes ({d['n_imaginary']} imaginary), space group {d['spacegroup']}")
+    for r in sorted(active, key=lambda r: -max(v for k, v in r.items() if k.endswith("_A6")))[:8]:
+        typer.echo(f"  {r['frequency_cm1']:8.1f} cm⁻¹ {r['label']:>5}")
+
+
+@app.command()
+@_friendly
+def label(
+    source: Annotated[Path, typer.Argument(help="Structures to label: extxyz/CIF/POSCAR, or an H5MD trajectory.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Labelled extxyz (info['polarizability'] in Å³).")],
+    engine: Annotated[str, typer.Option("--engine", help="cp2k (ab initio) or bond (the bond-polarizability model).")] = "cp2k",
+    every: Annotated[int, typer.Option("--every", help="Take every N-th frame of a trajectory.")] = 1,
+    workers: Annotated[int | None, typer.Option("--workers", help="Parallel CP2K runs (default: cores // ranks per run).")] = None,
+    scheduler: Annotated[str | None, typer.Option("--scheduler", help="Dask scheduler address for labelling on a cluster.")] = None,
+    cutoff: Annotated[float | None, typer.Option("--cutoff-ry", help="CP2K plane-wave cutoff, Ry (default 300).")] = None,
+    basis: Annotated[str | None, typer.Option("--basis", help="CP2K basis family (default DZVP-MOLOPT).")] = None,
+    workdir: Annotated[Path, typer.Option("--workdir", help="Scratch directory for CP2K runs.")] = Path("cp2k_runs"),
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary.")] = False,
+) -> None:
+    """Reference polarizability labels: CP2K linear response (PBE, Berry-phase dipole), resumable and parallel."""
+    import ase.io
+
+    from .polarizability.dataset import write_labelled
+
+    if source.suffix.lower() in (".h5", ".h5md"):
+        from .trajectory import read_h5md
+
+        traj = read_h5md(source)
+        frames = [traj.atoms(k, wrap=True) for k in range(0, traj.n_frames, max(1, every))]
+        for k, a in zip(range(0, traj.n_frames, max(1, every)), frames):
+            a.info.update({"source": str(source), "frame": k, "time_fs": float(traj.time_fs[k]), "temperature_K": traj.temperature_K})
+    else:
+        if not source.exists():
+            raise InputError(f"{source}: no such file; give structures (extxyz/CIF/POSCAR) or an H5MD trajectory.")
+        try:
+            frames = ase.io.read(source, index=f"::{max(1, every)}")
+        except Exception as exc:
+            raise InputError(f"{source}: could not be read ({str(exc).strip() or type(exc).__name__}).") from None
+    if engine == "bond":
+        from .polarizability.registry import load_bond_model
+
+        m = load_bond_model()
+        out = []
+        for a, alpha in zip(frames, m.predict(frames)):
+            b = a.copy()
+            b.info["polarizability"] = alpha
+            b.info["polarizability_source"] = "bond-model"
+            out.append(b)
+        write_labelled(output, out)
+        summary = {"engine": "bond", "labelled": len(out), "failed": 0, "output": str(output)}
+    elif engine == "cp2k":
+        from .polarizability.reference_cp2k import CP2KSettings, label_frames
+
+        kw: dict[str, Any] = {}
+        if cutoff is not None:
+            kw["cutoff_ry"] = cutoff
+        if basis is not None:
+            kw["basis_family"] = basis
+        settings = CP2KSettings(**kw) if kw else None
+        executor: Any = workers
+        if scheduler is not None:
+            from distributed import Client
+
+            executor = Client(scheduler)
+        res = label_frames(frames, settings, output, workdir=workdir, executor=executor, progress=progress and sys.stderr.isatty())
+        summary = {"engine": "cp2k", "labelled": len(res.labelled), "skipped": len(res.skipped),
+                   "failed": {str(k): v for k, v in res.failed.items()}, "wall_time_s": res.wall_time_s, "output": str(output)}
+    else:
+        raise InputError(f"--engine '{engine}' is unknown; use cp2k or bond.")
+    if as_json:
+        _print_json(summary)
+    else:
+        typer.echo(json.dumps(summary, default=str))
+
+
 # --------------------------------------------------------------------------- screening
 
 
@@ -536,44 +655,6 @@ def screen(
     for label, reason in res.failures.items():
         typer.echo(f"  FAILED {label}: {reason}", err=True)
     typer.echo(f"report: {res.report}  ranking: {res.ranking}  database: {res.database} (browse with `ase db`)")
-
-
-# --------------------------------------------------------------------------- demo
-
-
-@app.command()
-@_friendly
-def demo(
-    output: Annotated[Path, typer.Option("-o", "--output", help="Output directory.")] = Path("runs/demo"),
-    structure: Annotated[str, typer.Option("--structure", help="Built-in name or file.")] = "Na3SbS4-cubic",
-    temperature: Annotated[float, typer.Option("-T", "--temperature", help="Temperature in K.")] = 800.0,
-    time: Annotated[float, typer.Option("--time", help="Production length in ps.")] = 2.0,
-    supercell: Annotated[str, typer.Option("--supercell", help="Repeats.")] = "2x2x2",
-    forcefield: Annotated[str, typer.Option("--forcefield")] = "chgnet",
-    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Reuse a finished or interrupted run in OUTPUT.")] = True,
-) -> None:
-    """The built-in default job: MD of a candidate, then transport analysis with summary and plots."""
-    from . import transport
-    from .forcefields import get_forcefield
-    from .md import MDConfig, checkpoint_path, run_md
-    from .trajectory import read_h5md
-
-    output.mkdir(parents=True, exist_ok=True)
-    traj_path = output / "trajectory.h5"
-    cfg = MDConfig(temperature_K=temperature, time_ps=time, equilibrate_ps=0.5, sample_every=5, seed=0)
-    ff = get_forcefield(forcefield)
-    loaded = _load(structure, supercell, None, ff.cutoff_A, 0)
-    typer.echo(f"demo: {loaded.name} {formula(loaded.atoms)} ({len(loaded.atoms)} atoms), "
-               f"{temperature:g} K, {time:g} ps with {ff.version}")
-    can_resume = resume and checkpoint_path(traj_path).exists()
-    run_md(loaded.atoms, ff, cfg, traj_path, resume=can_resume, metadata=loaded.describe(), progress=sys.stderr.isatty())
-    traj = read_h5md(traj_path)
-    res = transport.analyse(traj)
-    transport.plot_report(traj, res, output / "transport")
-    summary = res.to_dict() | {"trajectory": str(traj_path), "structure": loaded.name}
-    (output / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
-    _print_json(summary)
-    typer.echo(f"plots and summary.json in {output}/")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -319,8 +319,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "candidates": [
             {"structure": "AgI-alpha", "supercell": "2x2x2"},
             {"structure": "Na3SbS4-cubic", "supercell": "1x1x1"},
+            {"structure": "Na3SbS4-cubic", "supercell": "1x2x1", "substitute": ["Sb:W:0.25"], "label": "Na3SbS4-cubic-W0.25"},
             {"structure": "Na3PS4-tetragonal", "supercell": "1x1x1"},
-            {"structure": "NaCl", "supercell": "2x2x2"},
+            {"structure": "NaCl", "supercell": "1x1x1"},
         ],
         "md": {"time_ps": 3.0, "equilibrate_ps": 0.3, "timestep_fs": 2.0, "sample_every": 2},
         "spectrum": {"segments": 3, "max_frequency_cm1": 600.0},
