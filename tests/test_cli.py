@@ -170,3 +170,22 @@ def test_diffusion_json_agrees_with_independent_msd_from_file(tmp_path):
     D_indep = slope / 6 * 1e-16 / 1e-15  # Å²/fs → cm²/s
     assert abs(d["D_cm2_s"] - D_indep) < 3 * d["D_err_cm2_s"] + 0.05 * D_indep
     assert abs(d["D_cm2_s"] - 1e-5) < 3 * d["D_err_cm2_s"]
+
+
+def test_compare_json_same_pipeline_for_both(tmp_path):
+    from pathlib import Path
+
+    exp = Path(__file__).parent / "data" / "experiment" / "comma_header.csv"
+    r = _run("compare", exp, exp, "--temperature", "300", "--json", "--plot", tmp_path / "cmp.png")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["cutoff_cm1"] == 100
+    for side in ("experiment", "simulation"):
+        assert 0 < d[side]["F_LF"] < 1
+    assert d["experiment"]["F_LF_err"] > 0  # noise estimated from the measured spectrum
+    assert d["simulation"]["F_LF_err"] is None  # a plain two-column file carries no error information
+    # the same data through the same pipeline: the fingerprints agree
+    assert abs(d["experiment"]["F_LF"] - d["simulation"]["F_LF"]) < 0.02
+    assert (tmp_path / "cmp.png").stat().st_size > 2000
+    r = _run("compare", tmp_path / "nope.csv", exp, "-T", "300")
+    assert r.exit_code == 2 and "nope.csv" in r.stderr

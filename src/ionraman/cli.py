@@ -598,6 +598,63 @@ def label(
         typer.echo(json.dumps(summary, default=str))
 
 
+@app.command()
+@_friendly
+def compare(
+    experiment: Annotated[Path, typer.Argument(help="Measured spectrum: two-column text/CSV (shift or wavelength), .spc, .wdf.")],
+    simulated: Annotated[Path, typer.Argument(help="spectrum.csv from `ionraman raman` or another two-column file.")],
+    temperature: Annotated[float, typer.Option("--temperature", "-T", help="Measurement/simulation temperature, K.")],
+    cutoff: Annotated[float, typer.Option("--cutoff", help="ω_c of F_LF, cm⁻¹.")] = 100.0,
+    x_unit: Annotated[str, typer.Option("--x-unit", help="auto, cm-1 or nm (absolute wavelength; needs --laser).")] = "auto",
+    laser: Annotated[float | None, typer.Option("--laser", help="Laser wavelength, nm.")] = None,
+    column: Annotated[str | None, typer.Option("--column", help="Intensity column of a multi-column file.")] = None,
+    channel: Annotated[str, typer.Option("--channel", help="Channel of the simulated spectrum.")] = "unpolarized",
+    notch: Annotated[float | None, typer.Option("--notch", help="Instrument low-frequency cutoff, cm⁻¹.")] = None,
+    omega_min: Annotated[float | None, typer.Option("--omega-min", help="Lower limit, cm⁻¹.")] = None,
+    omega_max: Annotated[float | None, typer.Option("--omega-max", help="Upper limit, cm⁻¹.")] = None,
+    step: Annotated[float, typer.Option("--step", help="Common grid spacing, cm⁻¹.")] = 1.0,
+    baseline: Annotated[str | None, typer.Option("--baseline", help="pybaselines method, e.g. arpls, asls, snip.")] = None,
+    fwhm: Annotated[float | None, typer.Option("--fwhm", help="Instrument broadening of the simulation, FWHM cm⁻¹.")] = None,
+    pipeline: Annotated[Path | None, typer.Option("--pipeline", help="Preprocessing settings as JSON.")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Overlay PNG.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Measured vs simulated spectrum through one preprocessing pipeline: overlay and both fingerprints."""
+    from .experiment import Preprocessing, compare as do_compare, read_spectrum
+
+    cfg: dict[str, Any] = {}
+    if pipeline is not None:
+        if not pipeline.exists():
+            raise InputError(f"--pipeline {pipeline}: no such file; give a JSON file of Preprocessing settings.")
+        try:
+            cfg = json.loads(pipeline.read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(f"--pipeline {pipeline}: not valid JSON ({exc}).") from None
+    for key, val in (("notch_cm1", notch), ("omega_min_cm1", omega_min), ("omega_max_cm1", omega_max),
+                     ("step_cm1", step), ("baseline", baseline), ("broadening_fwhm_cm1", fwhm)):
+        if val is not None:
+            cfg[key] = val
+    if fwhm is not None:
+        cfg.setdefault("broadening", "gaussian")
+    pipe = Preprocessing.from_dict(cfg)
+    exp = read_spectrum(experiment, x_unit=x_unit, laser_wavelength_nm=laser, column=column, temperature_K=temperature)
+    sim = read_spectrum(simulated, temperature_K=temperature)
+    res = do_compare(exp, sim, pipe, cutoff_cm1=cutoff, channel=channel, temperature_K=temperature)
+    if plot is not None:
+        res.plot(plot)
+    d = res.to_dict()
+    if as_json:
+        _print_json(d)
+        return
+    def pm(side: dict[str, Any]) -> str:
+        err = side.get("F_LF_err")
+        return f"{side['F_LF']:.4f}" + (f" ± {err:.4f}" if err is not None else " (no error estimate)")
+
+    typer.echo(f"F_LF(< {cutoff:g} cm⁻¹): experiment {pm(d['experiment'])}, simulation {pm(d['simulation'])}")
+    for w in d.get("warnings", []):
+        typer.echo(f"warning: {w}", err=True)
+
+
 # --------------------------------------------------------------------------- screening
 
 
