@@ -655,6 +655,39 @@ def compare(
         typer.echo(f"warning: {w}", err=True)
 
 
+@app.command()
+@_friendly
+def calibrate(
+    results: Annotated[Path, typer.Argument(help="Screening output directory or its results.db.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Calibration file to write (JSON).")] = Path("calibration.json"),
+    measured: Annotated[Path | None, typer.Option("--measured", help="CSV of measured σ (candidate, sigma_S_per_cm[, sigma_T_K, source]); default: the shipped literature table.")] = None,
+    fast: Annotated[float, typer.Option("--fast-sigma", help="σ_RT (S/cm) from which a material counts as a fast conductor.")] = 1e-4,
+    temperature: Annotated[float | None, typer.Option("--temperature", "-T", help="Use fingerprints at this simulated T (default: each candidate's lowest).")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Calibration plot PNG.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Calibrate F_LF against measured conductivities: log σ fit, fast-conductor classifier, threshold with LOO AUC."""
+    from .calibration import calibrate as do_calibrate
+    from .calibration import join_fingerprints, plot_calibration, read_measured
+    from .screening.store import ResultsStore
+
+    db = results / "results.db" if results.is_dir() else results
+    if not db.exists():
+        raise InputError(f"{db}: no results database; run `ionraman screen` first or give its output directory.")
+    pts = join_fingerprints(ResultsStore(db).records("md"), read_measured(measured), temperature)
+    cal = do_calibrate(pts, fast_sigma_S_cm=fast)
+    cal.save(output)
+    if plot is not None:
+        plot_calibration(cal, plot)
+    d = {k: v for k, v in cal.to_dict().items() if k != "points"} | {"output": str(output), "candidates": [p["candidate"] for p in pts]}
+    if as_json:
+        _print_json(d)
+        return
+    typer.echo(f"{cal.n} materials: threshold F_LF = {cal.threshold_F_LF:.3f}, LOO AUC = {cal.auc_loo:.2f} "
+               f"[{cal.auc_ci[0]:.2f}, {cal.auc_ci[1]:.2f}], slope d log10σ/dF_LF = {cal.slope:.2f} "
+               f"[{cal.slope_ci[0]:.2f}, {cal.slope_ci[1]:.2f}]; wrote {output}")
+
+
 # --------------------------------------------------------------------------- screening
 
 

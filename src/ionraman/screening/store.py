@@ -101,6 +101,8 @@ class ResultsStore:
                 v = _num(fp.get(k))
                 if v is not None:
                     kv[k] = v
+            if calibration is not None and _num(fp.get("F_LF")) is not None:
+                kv["p_fast"] = calibration.probability_fast(float(fp["F_LF"]))
             for sp, d in record["transport"]["species"].items():
                 for src, dst in (("D_cm2_s", f"D_{sp}"), ("D_err_cm2_s", f"D_{sp}_err"), ("sigma_S_cm", f"sigma_{sp}")):
                     v = _num(d.get(src))
