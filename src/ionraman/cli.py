@@ -529,6 +529,29 @@ def harmonic(
 
 @app.command()
 @_friendly
+def models(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable list.")] = False) -> None:
+    """Shipped polarizability models: what they serve, how they were trained, their held-out errors."""
+    from .polarizability.registry import _models_dir, shipped_models
+
+    items = []
+    for e in shipped_models():
+        d = dict(e)
+        if d.get("dataset"):
+            d["dataset"] = str(_models_dir().parent / "datasets" / d["dataset"])
+        items.append(d)
+    if as_json:
+        _print_json(items)
+        return
+    if not items:
+        typer.echo("no shipped polarizability models; `ionraman label` + `ionraman train` make one")
+    for d in items:
+        t = d.get("test", {})
+        typer.echo(f"{d['name']}: {d.get('kind')} for {', '.join(d.get('candidates', []))}; engine {d.get('engine')}, "
+                   f"{d.get('n_labels')} labels; held-out rel. RMSE iso {t.get('iso_rel_rmse')}, aniso {t.get('aniso_rel_rmse')}")
+
+
+@app.command()
+@_friendly
 def label(
     source: Annotated[Path, typer.Argument(help="Structures to label: extxyz/CIF/POSCAR, or an H5MD trajectory.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Labelled extxyz (info['polarizability'] in Å³).")],
