@@ -10,7 +10,7 @@ src/ionraman/data/datasets/<candidate>.xyz as they finish; rerunning skips
 labelled frames. Rattled (not MD) snapshots keep the set independent of the
 universal force field, which breaks some of these frameworks at high T.
 
-Usage: python scripts/build_datasets.py [--n 12] [--only NAME ...]
+Usage: python scripts/build_datasets.py [--n N] [--only NAME ...]
 """
 
 from __future__ import annotations
@@ -26,12 +26,13 @@ from ionraman.structures import load_structure
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "src" / "ionraman" / "data" / "datasets"
 
+# candidate: (supercell, substitution, number of snapshots)
 CANDIDATES = {
-    "NaCl": ("1x1x1", None),
-    "Na3SbS4-cubic": ("1x1x1", None),
-    "Na3PS4-tetragonal": ("1x1x1", None),
-    "AgI-alpha": ("1x1x1", None),
-    "Na3SbS4-cubic-W0.25": ("1x2x1", "Sb:W:0.25"),
+    "NaCl": ("1x1x1", None, 12),
+    "Na3SbS4-cubic": ("1x1x1", None, 10),
+    "Na3PS4-tetragonal": ("1x1x1", None, 6),
+    "AgI-alpha": ("1x1x1", None, 6),
+    "Na3SbS4-cubic-W0.25": ("1x2x1", "Sb:W:0.25", 3),
 }
 
 
@@ -55,15 +56,15 @@ def snapshots(name: str, supercell: str, n: int, substitute: str | None = None, 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--n", type=int, default=12)
+    ap.add_argument("--n", type=int, default=None, help="snapshots per candidate (default: the table above)")
     ap.add_argument("--only", nargs="*")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     settings = CP2KSettings()
-    for name, (sc, sub) in CANDIDATES.items():
+    for name, (sc, sub, n) in CANDIDATES.items():
         if args.only and name not in args.only:
             continue
-        frames = snapshots(name, sc, args.n if not sub else max(4, args.n // 2), sub)
+        frames = snapshots(name, sc, args.n or n, sub)
         res = label_frames(frames, settings, OUT / f"{name}.xyz", workdir=Path("/tmp/ionraman_cp2k") / name,
                            executor="serial", progress=False)
         print(name, res, flush=True)

@@ -135,3 +135,46 @@ def test_presets_are_valid_and_keys_stable():
     assert preset("production").md.time_ps > demo.md.time_ps
     with pytest.raises(InputError, match="unknown"):
         preset("huge")
+
+
+@pytest.mark.slow
+def test_external_scheduler_gives_same_rows(tmp_path, worker_env):
+    """The campaign on `dask scheduler` + two `dask worker` processes equals the LocalCluster run."""
+    import socket
+    import subprocess
+    import time
+
+    (tmp_path / "a").mkdir()
+    local = run_campaign(_campaign(tmp_path / "a", harmonic="false"), workers=2, progress=False, report=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bindir = Path(sys.executable).parent
+    addr = f"tcp://127.0.0.1:{port}"
+    procs = [subprocess.Popen([str(bindir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        time.sleep(3)
+        for _ in range(2):
+            procs.append(subprocess.Popen([str(bindir / "dask"), "worker", addr, "--nthreads", "1", "--nworkers", "1",
+                                           "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        from distributed import Client
+
+        with Client(addr, timeout=60) as c:
+            c.wait_for_workers(2, timeout=120)
+        (tmp_path / "b").mkdir()
+        remote = run_campaign(_campaign(tmp_path / "b", harmonic="false"), scheduler=addr, progress=False, report=False)
+    finally:
+        for p in procs[::-1]:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+    assert remote.done == local.done == 4
+    a = {(r["candidate"], r["temperature_K"]): r for r in ResultsStore(local.database).records("md")}
+    b = {(r["candidate"], r["temperature_K"]): r for r in ResultsStore(remote.database).records("md")}
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k]["key"] == b[k]["key"]
+        assert a[k]["fingerprint"]["F_LF"] == pytest.approx(b[k]["fingerprint"]["F_LF"], rel=1e-9)
+        sp = a[k]["mobile_ion"]
+        assert a[k]["transport"]["species"][sp]["D_cm2_s"] == pytest.approx(b[k]["transport"]["species"][sp]["D_cm2_s"], rel=1e-9)

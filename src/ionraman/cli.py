@@ -529,6 +529,140 @@ def harmonic(
 
 @app.command()
 @_friendly
+def select(
+    trajectories: Annotated[list[Path], typer.Argument(help="H5MD trajectories (e.g. at several temperatures).")],
+    n: Annotated[int, typer.Option("-n", help="Number of snapshots to pick.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="extxyz of the selected snapshots.")],
+    every: Annotated[int, typer.Option("--every", help="Consider every N-th frame.")] = 1,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the first pick.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary.")] = False,
+) -> None:
+    """Farthest-point sampling in descriptor space across trajectories: N snapshots worth labelling."""
+    from .polarizability.dataset import write_labelled
+    from .polarizability.select import select_from_trajectories
+
+    frames = select_from_trajectories([str(p) for p in trajectories], n, every=every, seed=seed)
+    write_labelled(output, frames)
+    summary = {"n": len(frames), "output": str(output),
+               "sources": sorted({str(a.info.get("source", "")) for a in frames})}
+    if as_json:
+        _print_json(summary)
+    else:
+        typer.echo(f"wrote {len(frames)} snapshots to {output}")
+
+
+@app.command()
+@_friendly
+def train(
+    data: Annotated[list[Path], typer.Argument(help="Labelled extxyz file(s) (info['polarizability'] in Å³).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Model file to write.")],
+    baseline: Annotated[str, typer.Option("--baseline", help="Δ-learning baseline: none or bond (fitted on the training set).")] = "none",
+    test_fraction: Annotated[float, typer.Option("--test-fraction", help="Held-out fraction for the reported errors.")] = 0.2,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the train/test split.")] = 0,
+    cutoff: Annotated[float | None, typer.Option("--cutoff", help="λ-SOAP cutoff radius, Å.")] = None,
+    parity: Annotated[Path | None, typer.Option("--parity", help="Parity plot PNG.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Errors and learning curve as JSON.")] = False,
+) -> None:
+    """Train the exactly equivariant λ-SOAP tensor model of the cell polarizability (λ = 0 and λ = 2)."""
+    import numpy as np
+
+    from .polarizability.dataset import read_labelled
+    from .polarizability.model import PolarizabilityModel, learning_curve
+
+    frames = [a for p in data for a in read_labelled(p)]
+    if not 0 < test_fraction < 1:
+        raise InputError(f"--test-fraction {test_fraction}: give a fraction between 0 and 1, e.g. 0.2.")
+    if len(frames) < 5:
+        raise InputError(f"{', '.join(map(str, data))}: only {len(frames)} labelled frames; label at least 5 (better 50+).")
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(len(frames))
+    n_test = max(1, int(round(test_fraction * len(frames))))
+    test = [frames[i] for i in idx[:n_test]]
+    train_set = [frames[i] for i in idx[n_test:]]
+    base = None
+    if baseline == "bond":
+        from .polarizability.bond_model import BondPolarizabilityModel
+
+        # every heteroatomic pair within 1.3 × the sum of covalent radii is a bond type
+        types = sorted({tuple(sorted((x, y))) for a in train_set for x in set(a.get_chemical_symbols())
+                        for y in set(a.get_chemical_symbols()) if x != y})
+        base = BondPolarizabilityModel().fit(train_set, bond_types=[f"{a}-{b}" for a, b in types])
+    elif baseline != "none":
+        raise InputError(f"--baseline '{baseline}' is unknown; use none or bond.")
+    kw = {"cutoff_A": cutoff} if cutoff else {}
+    model = PolarizabilityModel(baseline=base, **kw).fit(train_set)
+    model.save(output)
+    score = model.score(test)
+    sizes = sorted({max(2, int(f * len(train_set))) for f in (0.25, 0.5, 1.0)})
+    curve = learning_curve(train_set, test, sizes, template=model) if len(train_set) >= 8 else []
+    if parity is not None:
+        from .polarizability.model import plot_parity
+
+        plot_parity(model, test, parity)
+    d = {"n_train": len(train_set), "n_test": len(test), "test": score, "learning_curve": curve, "output": str(output),
+         "baseline": baseline}
+    if as_json:
+        _print_json(d)
+        return
+    typer.echo(f"trained on {len(train_set)} frames, tested on {len(test)}: iso rel. RMSE {score['iso_rel_rmse']:.3f}, "
+               f"aniso rel. RMSE {score['aniso_rel_rmse']:.3f}; wrote {output}")
+
+
+@app.command()
+@_friendly
+def predict(
+    source: Annotated[Path, typer.Argument(help="H5MD trajectory or extxyz frames.")],
+    model: Annotated[Path, typer.Option("--model", help="Model file from `ionraman train` (or bond-model JSON).")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="extxyz with predicted info['polarizability'] (for extxyz input, or to export a trajectory's).")] = None,
+    every: Annotated[int, typer.Option("--every", help="Predict every N-th frame of a trajectory.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary.")] = False,
+) -> None:
+    """Predict α (Å³) along a trajectory (stored beside it as <traj>.alpha.h5) or for extxyz frames."""
+    import ase.io
+
+    from .polarizability.dataset import set_alpha, write_labelled
+    from .polarizability.registry import resolve_model
+
+    if source.suffix.lower() in (".h5", ".h5md"):
+        from .polarizability.model import predict_trajectory
+        from .trajectory import read_h5md
+
+        pol, info = resolve_model(str(model), str(source), read_h5md(source, stop=1).atoms(0))
+        res = predict_trajectory(pol, source, every=every, progress=sys.stderr.isatty())
+        summary = {"n_frames": len(res.time_fs), "sidecar": str(res.path), "model": info}
+        if output is not None:
+            traj = read_h5md(source)
+            frames = []
+            for k, t in enumerate(res.time_fs):
+                j = int(round((t - traj.time_fs[0]) / traj.dt_fs))
+                a = traj.atoms(j, wrap=True)
+                set_alpha(a, res.alpha_A3[k], source="model")
+                a.info["time_fs"] = float(t)
+                frames.append(a)
+            write_labelled(output, frames)
+            summary["output"] = str(output)
+    else:
+        if not source.exists():
+            raise InputError(f"{source}: no such file; give an H5MD trajectory or an extxyz file.")
+        try:
+            frames = ase.io.read(source, index=":")
+        except Exception as exc:
+            raise InputError(f"{source}: could not be read ({str(exc).strip() or type(exc).__name__}).") from None
+        pol, info = resolve_model(str(model), str(source), frames[0])
+        alpha = pol.predict(frames)
+        for a, al in zip(frames, alpha):
+            set_alpha(a, al, source="model")
+        out = output or source.with_name(source.stem + ".predicted.xyz")
+        write_labelled(out, frames)
+        summary = {"n_frames": len(frames), "output": str(out), "model": info}
+    if as_json:
+        _print_json(summary)
+    else:
+        typer.echo(json.dumps(summary, default=str))
+
+
+@app.command()
+@_friendly
 def models(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable list.")] = False) -> None:
     """Shipped polarizability models: what they serve, how they were trained, their held-out errors."""
     from .polarizability.registry import _models_dir, shipped_models
