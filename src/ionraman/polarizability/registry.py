@@ -76,12 +76,19 @@ def resolve_model(spec: str, candidate: str, atoms: Atoms) -> tuple[Any, dict[st
     """The model named by ``spec`` for ``candidate``, and a JSON description of what was chosen."""
     spec = spec or "auto"
     if spec == "auto":
-        for entry in shipped_models():
+        # a tensor model trained for the candidate wins over the shared bond model
+        entries = sorted(shipped_models(), key=lambda e: e.get("kind") == "bond-model")
+        for entry in entries:
             if candidate in entry.get("candidates", []):
+                info = {"kind": entry.get("kind", "tensor-model"), "name": entry["name"], "file": entry["file"],
+                        "engine": entry.get("engine")}
+                if entry.get("kind") == "bond-model":
+                    m = load_bond_model(_models_dir() / entry["file"])
+                    _check_bond_coverage(m, atoms, candidate)
+                    return m, info
                 from .model import PolarizabilityModel
 
-                m = PolarizabilityModel.load(_models_dir() / entry["file"])
-                return m, {"kind": "tensor-model", "name": entry["name"], "file": entry["file"], "engine": entry.get("engine")}
+                return PolarizabilityModel.load(_models_dir() / entry["file"]), info
         msg = (f"no shipped polarizability model for {candidate}; using the bond-polarizability model "
                "(a physical model, not ab initio) — train one with `ionraman label` and `ionraman train` for real spectra")
         warnings.warn(msg, stacklevel=2)
