@@ -7,11 +7,8 @@ identity as attributes; it is written by
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from ..errors import InputError
 
@@ -26,30 +23,14 @@ def sidecar_path(trajectory: str | Path) -> Path:
 
 def read_alpha_sidecar(path: str | Path, temperature_K: float | None = None) -> Any:
     """Read a ``.alpha.h5`` file into a :class:`ionraman.raman.PolarizabilitySeries`."""
-    import h5py
+    from .model import read_alpha_sidecar as _read
 
-    from ..raman import PolarizabilitySeries
+    series = _read(path).to_series()
+    if temperature_K is not None:
+        from dataclasses import replace
 
-    p = Path(path)
-    try:
-        with h5py.File(p, "r") as f:
-            if "alpha_A3" not in f or "time_fs" not in f:
-                raise InputError(f"{p}: no 'alpha_A3'/'time_fs' datasets; this is not an α(t) file from `ionraman predict`.")
-            alpha = f["alpha_A3"][()]
-            t = f["time_fs"][()]
-            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-    except OSError as exc:
-        raise InputError(f"{p}: not a readable HDF5 file ({exc}).") from None
-    meta: dict[str, Any] = {}
-    for k, v in attrs.items():
-        if isinstance(v, str) and v[:1] in "[{":
-            try:
-                v = json.loads(v)
-            except json.JSONDecodeError:
-                pass
-        meta[k] = v.item() if isinstance(v, np.generic) else v
-    T = temperature_K if temperature_K is not None else float(meta.get("temperature_K", float("nan")))
-    return PolarizabilitySeries(time_fs=np.asarray(t, dtype=float), alpha_A3=np.asarray(alpha, dtype=float), temperature_K=T, metadata=meta)
+        series = replace(series, temperature_K=float(temperature_K))
+    return series
 
 
 def load_alpha_series(source: str | Path, model: str | Path | None = None, temperature_K: float | None = None) -> Any:

@@ -1,0 +1,108 @@
+"""Farthest-point sampling of snapshots in SOAP space."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase.build import bulk
+
+from ionraman.errors import InputError
+from ionraman.polarizability.descriptors import structure_soap
+from ionraman.polarizability.select import farthest_point_sampling, select_from_trajectories
+from ionraman.trajectory import H5MDWriter
+
+
+def _pool():
+    """10 near-identical rattled NaCl cells + 2 very different ones (compressed; strongly rattled)."""
+    base = bulk("NaCl", "rocksalt", a=5.64, cubic=True)
+    frames = []
+    for k in range(10):
+        a = base.copy()
+        a.rattle(0.002, seed=k)
+        frames.append(a)
+    squeezed = base.copy()
+    squeezed.set_cell(base.cell.array * 0.85, scale_atoms=True)
+    hot = base.copy()
+    hot.rattle(0.4, seed=99)
+    return frames + [squeezed, hot]
+
+
+def test_fps_distinct_deterministic_and_outliers_first():
+    frames = _pool()
+    idx = farthest_point_sampling(frames, 6, seed=0)
+    assert len(idx) == 6 and len(set(idx)) == 6
+    assert all(0 <= i < len(frames) for i in idx)
+    assert farthest_point_sampling(frames, 6, seed=0) == idx
+    assert {10, 11} <= set(idx[:3])
+    # random start: deterministic for a seed, still finds both outliers early
+    r1 = farthest_point_sampling(frames, 4, seed=3, start="random")
+    assert r1 == farthest_point_sampling(frames, 4, seed=3, start="random")
+    assert {10, 11} <= set(r1[:3])
+
+
+def test_fps_distances_decrease_and_array_input():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 5))
+    idx, d = farthest_point_sampling(X, 10, return_distances=True)
+    assert len(set(idx)) == 10
+    assert np.all(np.diff(d[1:]) <= 1e-12)  # greedy FPS: non-increasing covering radius
+    assert idx[0] == int(np.argmax(np.linalg.norm(X - X.mean(0), axis=1)))
+    # the full pool is a permutation
+    assert sorted(farthest_point_sampling(X, 40)) == list(range(40))
+
+
+def test_fps_bad_inputs():
+    frames = _pool()
+    with pytest.raises(InputError, match="larger than the pool of 12"):
+        farthest_point_sampling(frames, 13)
+    with pytest.raises(InputError, match="at least 1"):
+        farthest_point_sampling(frames, 0)
+    with pytest.raises(InputError, match="no structures"):
+        farthest_point_sampling([], 1)
+    with pytest.raises(InputError, match="start"):
+        farthest_point_sampling(frames, 2, start="middle")
+    with pytest.raises(InputError, match="shape"):
+        farthest_point_sampling(frames, 2, descriptor=np.zeros((3, 2)))
+
+
+def test_structure_descriptor_is_normalised_and_intensive():
+    a = bulk("NaCl", "rocksalt", a=5.64, cubic=True)
+    a.rattle(0.05, seed=1)
+    d = structure_soap([a, a.repeat((2, 1, 1))])
+    np.testing.assert_allclose(np.linalg.norm(d, axis=1), 1.0)
+    np.testing.assert_allclose(d[0], d[1], atol=1e-12)
+
+
+def _write(path, temperature, amplitude, n=8, seed=0):
+    base = bulk("NaCl", "rocksalt", a=5.64, cubic=True)
+    rng = np.random.default_rng(seed)
+    with H5MDWriter(path, numbers=base.numbers, metadata={"temperature_K": temperature}) as w:
+        for i in range(n):
+            x = base.positions + rng.normal(scale=amplitude, size=base.positions.shape)
+            x[0] += base.cell[0] * 1.0  # an unwrapped atom outside the cell
+            w.append(i, 5.0 * i, x, base.cell.array)
+
+
+def test_select_from_trajectories(tmp_path):
+    cold, hot = tmp_path / "cold.h5", tmp_path / "hot.h5"
+    _write(cold, 300.0, 0.01)
+    _write(hot, 900.0, 0.3, seed=1)
+    sel = select_from_trajectories([cold, hot], n=5, every=2)
+    assert len(sel) == 5
+    keys = {(a.info["source"], a.info["frame"]) for a in sel}
+    assert len(keys) == 5
+    for a in sel:
+        assert a.info["frame"] % 2 == 0
+        assert a.info["time_fs"] == pytest.approx(5.0 * a.info["frame"])
+        assert a.info["temperature_K"] in (300.0, 900.0)
+        frac = a.get_scaled_positions(wrap=False)
+        assert frac.min() >= -1e-9 and frac.max() < 1 + 1e-9  # wrapped
+    # hot frames are more diverse, so FPS draws mostly from them
+    assert sum(a.info["temperature_K"] == 900.0 for a in sel) >= 3
+    assert [a.info["fps_rank"] for a in sel] == list(range(5))
+    again = select_from_trajectories([cold, hot], n=5, every=2)
+    assert [(a.info["source"], a.info["frame"]) for a in again] == [(a.info["source"], a.info["frame"]) for a in sel]
+    with pytest.raises(InputError, match="larger than the 8 candidate"):
+        select_from_trajectories([cold, hot], n=9, every=2)
+    with pytest.raises(InputError, match="no such file"):
+        select_from_trajectories([tmp_path / "missing.h5"], n=1)
