@@ -189,3 +189,24 @@ def test_compare_json_same_pipeline_for_both(tmp_path):
     assert (tmp_path / "cmp.png").stat().st_size > 2000
     r = _run("compare", tmp_path / "nope.csv", exp, "-T", "300")
     assert r.exit_code == 2 and "nope.csv" in r.stderr
+
+
+def test_models_json_lists_shipped_models_with_test_errors():
+    r = _run("models", "--json")
+    assert r.exit_code == 0, r.output
+    items = json.loads(r.stdout)
+    names = {i["name"] for i in items}
+    assert {"lsoap-cp2k", "bond-default"} <= names
+    for i in items:
+        assert {"name", "candidates", "engine", "settings", "n_labels", "dataset", "test"} <= set(i)
+        assert i["engine"] == "cp2k" and i["n_labels"] >= 30
+        assert i["test"]["iso_rel_rmse"] > 0 and i["test"]["aniso_rel_rmse"] > 0
+    from ionraman.polarizability.registry import resolve_model
+    from ionraman.structures import load_structure
+
+    s = load_structure("Na3SbS4-cubic")
+    model, info = resolve_model("auto", "Na3SbS4-cubic", s.atoms)
+    assert info["name"] == "lsoap-cp2k"
+    alpha = model.predict([s.atoms])[0]
+    # the ideal cubic cell: isotropic tensor close to the CP2K label of the ideal-like frames (≈ 62 Å³)
+    assert abs(alpha[0, 0] - alpha[1, 1]) < 1e-6 and 55 < np.trace(alpha) / 3 < 70
