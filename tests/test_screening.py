@@ -178,3 +178,20 @@ def test_external_scheduler_gives_same_rows(tmp_path, worker_env):
         assert a[k]["fingerprint"]["F_LF"] == pytest.approx(b[k]["fingerprint"]["F_LF"], rel=1e-9)
         sp = a[k]["mobile_ion"]
         assert a[k]["transport"]["species"][sp]["D_cm2_s"] == pytest.approx(b[k]["transport"]["species"][sp]["D_cm2_s"], rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    "sp,integrity_ok,F,expected",
+    [
+        ({"D_cm2_s": 5e-5, "D_err_cm2_s": 1e-5, "n_hops": 0, "away_from_site_fraction": 0.8}, True, 0.5, "liquid-like"),
+        ({"D_cm2_s": 5e-5, "D_err_cm2_s": 1e-5, "n_hops": 12, "away_from_site_fraction": 0.1}, True, 0.1, "hopping"),
+        ({"D_cm2_s": 1e-5, "D_err_cm2_s": 1e-6, "n_hops": 0, "away_from_site_fraction": 0.02}, True, 0.5, "immobile"),
+        ({"D_cm2_s": 2e-6, "D_err_cm2_s": 2e-6, "n_hops": 3, "away_from_site_fraction": 0.3}, True, 0.5, "immobile"),
+        ({"D_cm2_s": 5e-5, "D_err_cm2_s": 1e-5, "n_hops": 9, "away_from_site_fraction": 0.8}, False, 0.5, "invalid"),
+    ],
+)
+def test_verdict_rules(sp, integrity_ok, F, expected):
+    from ionraman.screening.store import verdict
+
+    rec = {"integrity_ok": integrity_ok, "mobile_ion": "Ag", "fingerprint": {"F_LF": F}, "transport": {"species": {"Ag": sp}}}
+    assert verdict(rec) == expected

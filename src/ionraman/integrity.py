@@ -167,7 +167,7 @@ class IntegrityMonitor:
         pairs = self._anion_pairs(atoms) - self._initial_anion_pairs
         shortest = float("inf")
         if self._anion_idx.size >= 2:
-            i, j, d = neighbor_list("ijd", atoms, 3.0)
+            i, j, d = neighbor_list("ijd", atoms, max(3.0, float(self._anion_cut.max())))
             sel = self.anion_mask[i] & self.anion_mask[j]
             if sel.any():
                 shortest = float(d[sel].min())

@@ -141,6 +141,7 @@ def run_campaign(
         with _client(workers, scheduler, cluster, cluster_config) as client:
             for _ in map_tasks(run_task, todo, [t.key for t in todo], client, on_result, progress, description=f"campaign {spec.name}"):
                 pass
+    store.refresh_verdicts(calibration)
     rep = rank = None
     if report:
         from .report import write_report

@@ -47,7 +47,11 @@ def verdict(record: dict[str, Any], threshold_F_LF: float = 0.2, D_min_cm2_s: fl
     D = _num((d or {}).get("D_cm2_s")) or 0.0
     D_err = _num((d or {}).get("D_err_cm2_s")) or 0.0
     F = _num((record.get("fingerprint") or {}).get("F_LF"))
-    diffusing = D >= D_min_cm2_s and D > 2 * D_err and (d or {}).get("n_hops", 1) != 0
+    # a D from a short run of vibrating ions is small but positive (kinisi forbids D < 0),
+    # so diffusion also needs evidence of ions leaving their sites: hops, or most of the
+    # time spent away from any site (liquid-like sublattices such as α-AgI)
+    moved = (d or {}).get("n_hops", 1) != 0 or ((d or {}).get("away_from_site_fraction") or 0.0) >= 0.5
+    diffusing = D >= D_min_cm2_s and D > 2 * D_err and moved
     if not diffusing:
         return "immobile"
     if F is not None and F >= threshold_F_LF:
@@ -121,6 +125,16 @@ class ResultsStore:
                              "status": "failed"},
             data={"reason": reason},
         )
+
+    def refresh_verdicts(self, calibration: Any = None) -> None:
+        """Recompute every MD row's verdict (and P(fast)) from its record, e.g. after a new calibration."""
+        for r in self.db.select(status="done", kind="md"):
+            rec = json.loads(r.data["record"])
+            kv: dict[str, Any] = {"verdict": verdict(rec, calibration=calibration)}
+            f = _num((rec.get("fingerprint") or {}).get("F_LF"))
+            if calibration is not None and f is not None:
+                kv["p_fast"] = calibration.probability_fast(f)
+            self.db.update(r.id, **kv)
 
     def records(self, kind: str | None = "md", status: str = "done") -> list[dict[str, Any]]:
         """The stored records (decoded) of finished tasks, in insertion order."""
