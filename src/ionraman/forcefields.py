@@ -119,7 +119,11 @@ def _chgnet(arg: str | None, device: str) -> ForceField:
         from chgnet.model.dynamics import CHGNetCalculator
     except ImportError:  # pragma: no cover - chgnet is a core dependency
         raise _missing_extra("chgnet", "chgnet") from None
-    with warnings.catch_warnings():
+    import contextlib
+    import sys
+
+    # CHGNet prints banners on stdout; keep stdout clean for --json output
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
         warnings.simplefilter("ignore")
         model = CHGNet.load(model_name=arg or "0.3.0", use_device=device, verbose=False)
         calc = CHGNetCalculator(model=model, use_device=device)

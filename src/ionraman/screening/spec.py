@@ -323,7 +323,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             {"structure": "Na3PS4-tetragonal", "supercell": "1x1x1"},
             {"structure": "NaCl", "supercell": "1x1x1"},
         ],
-        "md": {"time_ps": 3.0, "equilibrate_ps": 0.3, "timestep_fs": 2.0, "sample_every": 2},
+        "md": {"time_ps": 2.5, "equilibrate_ps": 0.25, "timestep_fs": 2.0, "sample_every": 2},
         "spectrum": {"segments": 3, "max_frequency_cm1": 600.0},
     },
     "production": {
