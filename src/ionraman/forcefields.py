@@ -120,10 +120,9 @@ def _chgnet(arg: str | None, device: str) -> ForceField:
     except ImportError:  # pragma: no cover - chgnet is a core dependency
         raise _missing_extra("chgnet", "chgnet") from None
     import contextlib
-    import sys
 
-    # CHGNet prints banners on stdout; keep stdout clean for --json output
-    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+    # CHGNet prints banners on stdout; drop them so --json output and error messages stay clean
+    with warnings.catch_warnings(), open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
         warnings.simplefilter("ignore")
         model = CHGNet.load(model_name=arg or "0.3.0", use_device=device, verbose=False)
         calc = CHGNetCalculator(model=model, use_device=device)
