@@ -64,21 +64,30 @@ def run_task(task: TaskSpec) -> dict[str, Any]:
     return _run_harmonic(task) if task.kind == "harmonic" else _run_md_task(task)
 
 
-def _run_md_task(task: TaskSpec) -> dict[str, Any]:
-    from .. import transport
-    from ..fingerprint import fingerprint
-    from ..md import MDConfig, checkpoint_path, run_md
+def _prepare(task: TaskSpec) -> tuple[Path, Path, Any, Any, Any, dict[str, Any]]:
+    """Task directory, force field, structure and polarizability model (resolved before any MD,
+    so a task with an unusable model fails at once)."""
     from ..polarizability.registry import resolve_model
-    from ..raman import PolarizabilitySeries, compute_spectrum
-    from ..structures import formula
-    from ..trajectory import read_h5md, read_metadata
 
-    t0 = time.perf_counter()
     root = Path(task.output_dir)
     wd = task.workdir
     wd.mkdir(parents=True, exist_ok=True)
     ff = _forcefield(task.md.forcefield)
     loaded = _structure(task, ff.cutoff_A)
+    model, model_info = resolve_model(task.spectrum.polarizability_model, loaded.name, loaded.atoms)
+    return root, wd, ff, loaded, model, model_info
+
+
+def _run_md_task(task: TaskSpec) -> dict[str, Any]:
+    from .. import transport
+    from ..fingerprint import fingerprint
+    from ..md import MDConfig, checkpoint_path, run_md
+    from ..raman import PolarizabilitySeries, compute_spectrum
+    from ..structures import formula
+    from ..trajectory import read_h5md, read_metadata
+
+    t0 = time.perf_counter()
+    root, wd, ff, loaded, model, model_info = _prepare(task)
     cfg = MDConfig(
         temperature_K=task.temperature_K,
         time_ps=task.md.time_ps,
@@ -97,7 +106,6 @@ def _run_md_task(task: TaskSpec) -> dict[str, Any]:
     tr = transport.analyse(traj)
     transport.plot_msd([s.diffusion for s in tr.species.values()], wd / "msd.png")
 
-    model, model_info = resolve_model(task.spectrum.polarizability_model, loaded.name, loaded.atoms)
     frames = [traj.atoms(k, wrap=True) for k in range(traj.n_frames)]
     alpha = np.concatenate([model.predict(frames[i : i + 64]) for i in range(0, len(frames), 64)])
     series = PolarizabilitySeries(time_fs=traj.time_fs, alpha_A3=alpha, temperature_K=task.temperature_K,
@@ -152,15 +160,9 @@ def _atoms_dict(atoms: Any) -> dict[str, Any]:
 
 def _run_harmonic(task: TaskSpec) -> dict[str, Any]:
     from ..harmonic import harmonic_spectrum
-    from ..polarizability.registry import resolve_model
 
     t0 = time.perf_counter()
-    root = Path(task.output_dir)
-    wd = task.workdir
-    wd.mkdir(parents=True, exist_ok=True)
-    ff = _forcefield(task.md.forcefield)
-    loaded = _structure(task, ff.cutoff_A)
-    model, model_info = resolve_model(task.spectrum.polarizability_model, loaded.name, loaded.atoms)
+    root, wd, ff, loaded, model, model_info = _prepare(task)
     h = harmonic_spectrum(loaded.atoms, ff.calculator, model, task.temperature_K, fwhm_cm1=task.spectrum.harmonic_fwhm_cm1,
                           max_frequency_cm1=task.spectrum.max_frequency_cm1, resolution_cm1=1.0)
     h.spectrum.to_csv(wd / "harmonic.csv")
