@@ -86,19 +86,26 @@ def set_alpha(atoms: Atoms, alpha_A3: np.ndarray, source: str | None = None) -> 
         atoms.info["polarizability_source"] = source
 
 
-def read_labelled(path: str | os.PathLike, require: bool = True) -> list[Atoms]:
-    """Read all frames of an extxyz file; with ``require`` every frame must carry a valid tensor."""
+def read_extxyz_frames(path: str | os.PathLike, carrying: str) -> list[Atoms]:
+    """All frames of an extxyz file, with one-sentence errors; ``carrying`` names what each frame should hold."""
     import ase.io
 
     p = Path(path)
     if not p.exists():
-        raise InputError(f"{p}: no such file; give an extended-XYZ file with info['{KEY}'] per frame.")
+        raise InputError(f"{p}: no such file; give an extended-XYZ file with {carrying} per frame.")
     try:
         frames = ase.io.read(p, index=":", format="extxyz")
     except Exception as exc:
         raise InputError(f"{p}: could not be read as extended XYZ ({str(exc).strip() or type(exc).__name__}).") from None
     if not frames:
         raise InputError(f"{p}: holds no frames.")
+    return frames
+
+
+def read_labelled(path: str | os.PathLike, require: bool = True) -> list[Atoms]:
+    """Read all frames of an extxyz file; with ``require`` every frame must carry a valid tensor."""
+    p = Path(path)
+    frames = read_extxyz_frames(p, f"info['{KEY}']")
     if require:
         for k, a in enumerate(frames):
             get_alpha(a, f"{p} frame {k}")

@@ -29,7 +29,7 @@ from ase import Atoms
 
 from ..errors import InputError
 from ..units import BOHR_A
-from .dataset import KEY, alpha_from_epsilon, bohr3_to_A3
+from .dataset import KEY, alpha_from_epsilon, bohr3_to_A3, read_extxyz_frames
 
 __all__ = [
     "read_vasp_dielectric",
@@ -305,11 +305,7 @@ def read_extxyz_labels(
     units: of a polarizability: ``"A3"`` (Å³) or ``"bohr3"`` (atomic units).
     Values may be 9 (3×3), 6 (Voigt) or 1 (isotropic) numbers.
     """
-    import ase.io
-
     p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: no such file; give an extended-XYZ file with a polarizability or dielectric tensor per frame.")
     u = units.lower().replace("³", "3").replace("^", "").replace("**", "")
     if u in ("a3", "ang3", "angstrom3"):
         scale = 1.0
@@ -319,12 +315,7 @@ def read_extxyz_labels(
         raise InputError(f"units={units!r}: give 'A3' (Å³) or 'bohr3' (atomic units) for the polarizability.")
     if kind not in ("auto", "polarizability", "dielectric"):
         raise InputError(f"kind={kind!r}: give 'polarizability', 'dielectric' or 'auto'.")
-    try:
-        frames = ase.io.read(p, index=":", format="extxyz")
-    except Exception as exc:
-        raise InputError(f"{p}: could not be read as extended XYZ ({str(exc).strip() or type(exc).__name__}).") from None
-    if not frames:
-        raise InputError(f"{p}: holds no frames.")
+    frames = read_extxyz_frames(p, "a polarizability or dielectric tensor")
     out = []
     for n, a in enumerate(frames):
         label = f"{p} frame {n}"
