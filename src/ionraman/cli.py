@@ -755,6 +755,104 @@ def label(
         typer.echo(json.dumps(summary, default=str))
 
 
+@app.command("validate-ff")
+@_friendly
+def validate_ff(
+    structure: Annotated[str, typer.Argument(help="Built-in name (see `ionraman structures`) or CIF/POSCAR/extxyz path.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Report directory (MD, DFT labels, report.json, parity.png).")],
+    forcefield: Annotated[str, typer.Option("--forcefield", help="Force field to validate (as for `ionraman md`).")] = "chgnet",
+    temperatures: Annotated[str, typer.Option("--temperatures", help="Comma-separated temperatures in K.")] = "600,800",
+    supercell: Annotated[str | None, typer.Option("--supercell", help="Repeats, e.g. 2x2x2 (DFT runs on this cell at Γ).")] = None,
+    time: Annotated[float, typer.Option("--time", help="MD production per temperature, ps.")] = 2.0,
+    equilibrate: Annotated[float, typer.Option("--equilibrate", help="Thermalisation before production, ps.")] = 0.5,
+    frames: Annotated[int, typer.Option("--frames", help="DFT snapshots per temperature.")] = 4,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for velocities, thermostat, ordering and defects.")] = 0,
+    vacancies: Annotated[str | None, typer.Option("--vacancies", help=_VAC_HELP)] = None,
+    substitute: Annotated[list[str] | None, typer.Option("--substitute", help=_SUB_HELP)] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Parallel CP2K runs (default: cores // ranks per run).")] = None,
+    scheduler: Annotated[str | None, typer.Option("--scheduler", help="Dask scheduler address for the DFT runs.")] = None,
+    cutoff: Annotated[float | None, typer.Option("--cutoff-ry", help="CP2K plane-wave cutoff, Ry (default 300).")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
+) -> None:
+    """Validate a force field against DFT: its own MD at each temperature, CP2K energies and forces
+    on sampled snapshots, force/energy errors per element and the framework-integrity result.
+
+    Resumable: rerun the same command after an interruption; finished MD and DFT labels are kept.
+    """
+    from .ffvalidation import validate_forcefield
+    from .forcefields import get_forcefield
+    from .md import MDConfig
+    from .polarizability.reference_cp2k import CP2KSettings, find_cp2k
+
+    try:
+        temps = [float(t) for t in temperatures.split(",") if t.strip()]
+    except ValueError:
+        raise InputError(f"--temperatures '{temperatures}': give comma-separated numbers in K, e.g. 600,800.") from None
+    if not temps or min(temps) <= 0:
+        raise InputError(f"--temperatures '{temperatures}': give positive temperatures in K, e.g. 600,800.")
+    cfg = MDConfig(temperature_K=temps[0], time_ps=time, equilibrate_ps=equilibrate, sample_every=5, seed=seed)
+    cfg.validate()
+    settings = CP2KSettings(cutoff_ry=cutoff) if cutoff is not None else CP2KSettings()
+    find_cp2k(settings)  # fail now, not after the MD, when CP2K is missing
+    ff = get_forcefield(forcefield)
+    loaded = _load(structure, supercell, None, ff.cutoff_A, seed, vacancies, substitute)
+    ff.check_elements(loaded.atoms, loaded.name)
+    executor: Any = workers
+    if scheduler is not None:
+        from distributed import Client
+
+        executor = Client(scheduler)
+    rep = validate_forcefield(loaded, ff, temps, output, cfg, frames_per_temperature=frames, dft_settings=settings,
+                              executor=executor, progress=progress and sys.stderr.isatty(), label=loaded.name)
+    d = rep.to_dict()
+    if as_json:
+        _print_json(d)
+        return
+    typer.echo(f"{ff.name} on {loaded.name} ({len(loaded.atoms)} atoms), {rep.n_frames} DFT frames:")
+    typer.echo(f"  force RMSE {d['force_rmse_meV_A']:.0f} meV/Å (MAE {d['force_mae_meV_A']:.0f}), energy MAE {d['energy_mae_meV_atom']:.1f} meV/atom")
+    for el, e in d["per_element"].items():
+        typer.echo(f"  {el:>2}: force RMSE {e['force_rmse_meV_A']:.0f} meV/Å over {e['n_atoms']} atoms")
+    for T, i in d["integrity"].items():
+        typer.echo(f"  {T} K: framework {'intact' if i['ok'] else 'BROKEN — ' + i['reason']}")
+    typer.echo(f"  report: {d['files']['report']}")
+
+
+@app.command()
+@_friendly
+def finetune(
+    data: Annotated[list[Path], typer.Argument(help="extxyz files with DFT energies (info['energy_eV']) and forces (arrays['forces_dft']).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Fine-tuned model file (use as --forcefield finetuned:PATH).")],
+    base: Annotated[str, typer.Option("--base", help="CHGNet version to start from, or a fine-tuned model file.")] = "0.3.0",
+    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 30,
+    learning_rate: Annotated[float, typer.Option("--learning-rate", help="Adam learning rate.")] = 3e-4,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Fraction of frames held out for validation.")] = 0.2,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the split and of training.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary.")] = False,
+) -> None:
+    """Fine-tune CHGNet on DFT energies and forces (e.g. the labels `ionraman validate-ff` wrote)."""
+    import numpy as np
+
+    from .finetune import dft_frames, finetune_chgnet
+
+    if not 0 <= val_fraction < 1:
+        raise InputError(f"--val-fraction {val_fraction}: give a fraction in [0, 1).")
+    frames = dft_frames(data)
+    order = np.random.default_rng(seed).permutation(len(frames))
+    n_val = int(round(val_fraction * len(frames)))
+    val = [frames[i] for i in order[:n_val]]
+    train = [frames[i] for i in order[n_val:]]
+    res = finetune_chgnet(train, output, val=val, base=base, epochs=epochs, learning_rate=learning_rate, seed=seed)
+    d = res.to_dict()
+    if as_json:
+        _print_json(d)
+        return
+    b, a = d["before"], d["after"]
+    typer.echo(f"fine-tuned {base} on {res.n_train} frames ({res.n_val} held out) in {res.wall_time_s:.0f} s → {res.path}")
+    typer.echo(f"  force RMSE {b['force_rmse_meV_A']:.0f} → {a['force_rmse_meV_A']:.0f} meV/Å on the "
+               f"{'held-out' if res.n_val else 'training'} frames")
+
+
 @app.command()
 @_friendly
 def compare(
@@ -852,7 +950,7 @@ def calibrate(
 @_friendly
 def screen(
     campaign: Annotated[Path | None, typer.Argument(help="Campaign TOML file (default: the demo preset).")] = None,
-    preset: Annotated[str | None, typer.Option("--preset", help="Built-in campaign: demo or production.")] = None,
+    preset: Annotated[str | None, typer.Option("--preset", help="Built-in campaign: demo, calibration or production.")] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Output directory (overrides the campaign's).")] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="Local worker processes (default: all cores).")] = None,
     scheduler: Annotated[str | None, typer.Option("--scheduler", help="Address of a running Dask scheduler, tcp://host:8786.")] = None,

@@ -6,6 +6,9 @@ Specs understood by :func:`get_forcefield`:
   the PyPI package, so it loads without network.
 - ``sevennet`` or ``sevennet:<model>`` (extra ``ionraman[sevennet]``; default model 7net-0).
 - ``mace:<model file>`` (extra ``ionraman[mace]``): a local MACE model file.
+- ``finetuned:<file or shipped name>``: CHGNet fine-tuned on DFT energies and forces
+  (``ionraman finetune``, :mod:`ionraman.finetune`); a bare name is looked up among the
+  shipped models in ``data/forcefields``.
 - ``python:<module>:<factory>``: any callable returning an ASE calculator,
   e.g. ``python:ase.calculators.emt:EMT``.
 
@@ -182,6 +185,45 @@ def _mace(arg: str | None, device: str) -> ForceField:
         cutoff_A=r_max,
         elements=elements,
         info={"device": device},
+    )
+
+
+def shipped_forcefield_path(name: str) -> str | None:
+    """Path of a shipped fine-tuned model ``data/forcefields/<name>.pt``, or None."""
+    from importlib import resources
+
+    p = resources.files("ionraman") / "data" / "forcefields" / f"{name}.pt"
+    return str(p) if p.is_file() else None
+
+
+@register_forcefield("finetuned")
+def _finetuned(arg: str | None, device: str) -> ForceField:
+    if not arg:
+        raise InputError("--forcefield finetuned needs a model: finetuned:PATH (from `ionraman finetune`) or a shipped name.")
+    path = arg if os.path.exists(arg) else shipped_forcefield_path(arg)
+    if path is None:
+        raise InputError(f"--forcefield finetuned:{arg}: no such file and no shipped fine-tuned model of that name; "
+                         "give the path written by `ionraman finetune`.")
+    import contextlib
+    import warnings
+
+    import chgnet
+    from chgnet.model.dynamics import CHGNetCalculator
+
+    from .finetune import load_finetuned
+
+    model, prov = load_finetuned(path)
+    with warnings.catch_warnings(), open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        warnings.simplefilter("ignore")
+        calc = CHGNetCalculator(model=model, use_device=device)
+    warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad", category=UserWarning)
+    return ForceField(
+        name=f"finetuned:{arg}",
+        calculator=calc,
+        version=f"chgnet {chgnet.__version__}, fine-tuned from {prov.get('base_model', '?')} on {prov.get('n_train', '?')} DFT frames",
+        cutoff_A=float(model.graph_converter.atom_graph_cutoff),
+        elements=_Z94,
+        info={"device": device, "finetune": {k: prov.get(k) for k in ("base_model", "n_train", "epochs", "elements", "after")}},
     )
 
 

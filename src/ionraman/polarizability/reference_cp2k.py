@@ -364,11 +364,15 @@ def _fmt(x: float) -> str:
     return f"{x:.10f}"
 
 
-def write_input(atoms: Atoms, settings: CP2KSettings, workdir: str | os.PathLike, project: str = "cp2k") -> Path:
+def write_input(
+    atoms: Atoms, settings: CP2KSettings, workdir: str | os.PathLike, project: str = "cp2k", *, polarizability: bool = True
+) -> Path:
     """Write a complete CP2K input for the polarizability (and energy, forces) of ``atoms``; returns its path.
 
     The cell must be periodic in all three directions (the Berry-phase dipole operator
-    needs it). Coordinates are written in Å (Cartesian).
+    needs it). Coordinates are written in Å (Cartesian). ``polarizability=False`` leaves
+    out the linear-response section: an energy/forces run for force-field validation
+    and training (same electronic-structure settings, a fraction of the cost).
     """
     if len(atoms) == 0:
         raise InputError("write_input: the frame has no atoms; give a structure with atoms and a cell.")
@@ -420,6 +424,21 @@ def write_input(atoms: Atoms, settings: CP2KSettings, workdir: str | os.PathLike
     a("      &END XC_FUNCTIONAL")
     a("    &END XC")
     a("  &END DFT")
+    if polarizability:
+        _linres_section(a, s)
+    if s.forces:
+        a("  &PRINT")
+        a("    &FORCES ON")
+        a("    &END FORCES")
+        a("  &END PRINT")
+    _subsys_section(a, atoms, cell, kinds)
+    a("&END FORCE_EVAL")
+    path = work / f"{project}.inp"
+    path.write_text("\n".join(L) + "\n")
+    return path
+
+
+def _linres_section(a: Callable[[str], None], s: CP2KSettings) -> None:
     a("  &PROPERTIES")
     a("    &LINRES")
     a(f"      PRECONDITIONER {s.linres_preconditioner}")
@@ -435,11 +454,9 @@ def write_input(atoms: Atoms, settings: CP2KSettings, workdir: str | os.PathLike
     a("      &END POLAR")
     a("    &END LINRES")
     a("  &END PROPERTIES")
-    if s.forces:
-        a("  &PRINT")
-        a("    &FORCES ON")
-        a("    &END FORCES")
-        a("  &END PRINT")
+
+
+def _subsys_section(a: Callable[[str], None], atoms: Atoms, cell: np.ndarray, kinds: Mapping[str, tuple[str, str]]) -> None:
     a("  &SUBSYS")
     a("    &CELL")
     for name, v in zip("ABC", cell):
@@ -456,10 +473,6 @@ def write_input(atoms: Atoms, settings: CP2KSettings, workdir: str | os.PathLike
         a(f"      POTENTIAL {p}")
         a("    &END KIND")
     a("  &END SUBSYS")
-    a("&END FORCE_EVAL")
-    path = work / f"{project}.inp"
-    path.write_text("\n".join(L) + "\n")
-    return path
 
 
 # --------------------------------------------------------------------------- parsing
@@ -590,7 +603,7 @@ def check_output(text: str) -> None:
 class CP2KResult:
     """What one CP2K run produced (Å³, eV, eV/Å)."""
 
-    polarizability: np.ndarray
+    polarizability: np.ndarray | None
     energy_eV: float | None
     forces: np.ndarray | None
     wall_time_s: float
@@ -606,8 +619,13 @@ def run_cp2k(
     workdir: str | os.PathLike = ".",
     timeout_s: float = 6 * 3600.0,
     project: str = "cp2k",
+    *,
+    polarizability: bool = True,
 ) -> CP2KResult:
     """Run CP2K for the polarizability (and energy, forces) of ``atoms`` in ``workdir``.
+
+    With ``polarizability=False`` only energy and forces are computed (``polarizability``
+    of the result is then None).
 
     Command: ``mpirun [--allow-run-as-root] --bind-to none -np N cp2k.psmp -i cp2k.inp -o cp2k.out``
     (or the serial binary), ``OMP_NUM_THREADS`` set; stdout/stderr go to ``cp2k.stdout``.
@@ -617,7 +635,7 @@ def run_cp2k(
     settings = settings or CP2KSettings()
     work = Path(workdir)
     cmd_prefix, _ = find_cp2k(settings)
-    inp = write_input(atoms, settings, work, project=project)
+    inp = write_input(atoms, settings, work, project=project, polarizability=polarizability)
     out = work / f"{project}.out"
     log = work / f"{project}.stdout"
     for stale in (out, log):
@@ -648,7 +666,7 @@ def run_cp2k(
     check_output(text)
     if proc.returncode != 0:
         raise CP2KError(f"CP2K exited with status {proc.returncode} in {work}; see {log}.")
-    alpha = parse_polarizability(text)
+    alpha = parse_polarizability(text) if polarizability else None
     energy = parse_energy(text)
     forces = parse_forces(text, len(atoms)) if settings.forces else None
     return CP2KResult(
@@ -912,8 +930,8 @@ def label_frames(
         by_hash = {str(a.info.get("label_hash")): a for a in done}
         ordered = [by_hash[h] for h in dict.fromkeys(hashes) if h in by_hash]
         rest = [a for a in done if str(a.info.get("label_hash")) not in set(hashes)]
-        if len(ordered) + len(rest) == len(done):
-            write_labelled(out_path, ordered + rest)
+        if len(ordered) + len(rest) == len(done) and [id(a) for a in ordered + rest] != [id(a) for a in done]:
+            write_labelled(out_path, ordered + rest)  # only when the order changes: a finished file stays untouched
         if failed_path.exists():
             failed_path.unlink()
     result.wall_time_s = time.perf_counter() - t0

@@ -326,6 +326,25 @@ PRESETS: dict[str, dict[str, Any]] = {
         "md": {"time_ps": 2.5, "equilibrate_ps": 0.25, "timestep_fs": 2.0, "sample_every": 2},
         "spectrum": {"segments": 3, "max_frequency_cm1": 600.0},
     },
+    # Built-ins that the shipped literature table links to a measured σ, on both sides of
+    # the fast-conductor line, small cells at one temperature: the store that
+    # `ionraman calibrate runs/calibration/results.db` fits (issue #6; ≈ 15 min here).
+    "calibration": {
+        "name": "calibration",
+        "output_dir": "runs/calibration",
+        "temperatures_K": [500],
+        "candidates": [
+            {"structure": "AgI-alpha", "supercell": "2x2x2"},
+            {"structure": "Na3PS4-cubic", "supercell": "1x1x1"},
+            {"structure": "Na3SbS4-tetragonal", "supercell": "1x1x1"},
+            {"structure": "Li3N", "supercell": "3x3x2"},
+            {"structure": "Na3PS4-tetragonal", "supercell": "1x1x1"},
+            {"structure": "LiI", "supercell": "2x2x2"},
+            {"structure": "LiF", "supercell": "2x2x2"},
+        ],
+        "md": {"time_ps": 2.5, "equilibrate_ps": 0.25, "timestep_fs": 2.0, "sample_every": 2},
+        "spectrum": {"segments": 3, "max_frequency_cm1": 600.0},
+    },
     "production": {
         "name": "production",
         "output_dir": "runs/production",
@@ -350,7 +369,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def preset(name: str) -> CampaignSpec:
-    """A built-in campaign ('demo' or 'production')."""
+    """A built-in campaign ('demo', 'calibration' or 'production')."""
     if name not in PRESETS:
         raise InputError(f"--preset '{name}' is unknown; use one of {', '.join(PRESETS)}.")
     return _parse(json.loads(json.dumps(PRESETS[name])), f"preset {name}", Path.cwd())
