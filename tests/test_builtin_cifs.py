@@ -38,6 +38,9 @@ EXPECTED_NAMES = {
     "Li10GeP2S12",
     "Li6PS5Cl",
     "NaCl",
+    "Li3N",
+    "LiI",
+    "LiF",
 }
 CATALOG_KEYS = {
     "name",
@@ -66,10 +69,13 @@ ATOMS_PER_CELL = {
     "Li10GeP2S12": {"Li": 20, "Ge": 2, "P": 4, "S": 24},  # Z = 2, 50 atoms
     "Li6PS5Cl": {"Li": 24, "P": 4, "S": 20, "Cl": 4},  # Z = 4, 52 atoms
     "NaCl": {"Na": 4, "Cl": 4},
+    "Li3N": {"Li": 3, "N": 1},  # Z = 1
+    "LiI": {"Li": 4, "I": 4},
+    "LiF": {"Li": 4, "F": 4},
 }
 
 # Number of symmetry operations in the conventional cell: |point group| x centring.
-N_OPS = {114: 8, 137: 16, 186: 12, 216: 24 * 4, 217: 24 * 2, 225: 48 * 4, 229: 48 * 2}
+N_OPS = {114: 8, 137: 16, 186: 12, 191: 24, 216: 24 * 4, 217: 24 * 2, 225: 48 * 4, 229: 48 * 2}
 
 # (centre, ligand): (lower, upper) bound of the centre-ligand bond in Å, and the
 # number of ligands expected within the upper bound + 0.3 Å.
@@ -84,6 +90,9 @@ BONDS = {
     "Li10GeP2S12": {("P", "S"): (1.90, 2.20, 4), ("Ge", "S"): (2.05, 2.25, 4)},
     "Li6PS5Cl": {("P", "S"): (2.00, 2.10, 4)},
     "NaCl": {("Na", "Cl"): (2.81, 2.83, 6)},
+    "LiI": {("Li", "I"): (2.99, 3.01, 6)},  # a/2
+    "LiF": {("Li", "F"): (2.00, 2.02, 6)},  # a/2
+    "Li3N": {("N", "Li"): (1.92, 2.12, 8)},  # 2 × c/2 = 1.94 Å (axial) and 6 × a/√3 = 2.11 Å (in-plane)
 }
 
 
@@ -128,7 +137,7 @@ def _perpendicular_widths(matrix: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- catalogue
 
 
-def test_catalog_lists_the_ten_candidates_with_all_fields():
+def test_catalog_lists_the_thirteen_candidates_with_all_fields():
     assert {e["name"] for e in CATALOG} == EXPECTED_NAMES
     assert len(CATALOG) == len(EXPECTED_NAMES)
     for e in CATALOG:
@@ -156,6 +165,9 @@ def test_catalog_metadata_matches_known_crystallography():
         "Li10GeP2S12": (137, "Li", True),
         "Li6PS5Cl": (216, "Li", True),
         "NaCl": (225, "Na", False),
+        "Li3N": (191, "Li", False),
+        "LiI": (225, "Li", False),
+        "LiF": (225, "Li", False),
     }
     for name, (number, ion, disordered) in expected.items():
         e = BY_NAME[name]

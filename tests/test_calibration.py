@@ -74,10 +74,20 @@ def test_too_few_points_is_a_clear_message():
     pts = join_fingerprints(_synthetic_records(measured), measured)[:3]
     with pytest.raises(InputError, match="at least 4 materials"):
         calibrate(pts)
-    # the built-in candidates alone: only one measured slow conductor (tetragonal Na3PS4) so far
+    # one class with a single member cannot be fitted either
     linked = read_measured()
-    with pytest.raises(InputError, match="found 8 \\(7 fast\\)"):
-        calibrate(join_fingerprints(_synthetic_records(linked), linked))
+    one_slow = {k: v for k, v in linked.items() if v.sigma_S_cm >= 1e-4 or k == "LiF"}
+    with pytest.raises(InputError, match="\\(8 fast\\)"):
+        calibrate(join_fingerprints(_synthetic_records(one_slow), one_slow))
+
+
+def test_builtin_candidates_alone_can_be_calibrated():
+    """The shipped table links built-ins on both sides of the line (slow: tetragonal Na3PS4, LiI, LiF)."""
+    linked = read_measured()
+    slow = sorted(k for k, v in linked.items() if v.sigma_S_cm < 1e-4)
+    assert slow == ["LiF", "LiI", "Na3PS4-tetragonal"]
+    cal = calibrate(join_fingerprints(_synthetic_records(linked), linked), n_bootstrap=200)
+    assert cal.n == len(linked) and cal.auc_loo > 0.9
 
 
 def test_measured_csv_errors(tmp_path):
