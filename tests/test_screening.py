@@ -137,6 +137,28 @@ def test_presets_are_valid_and_keys_stable():
         preset("huge")
 
 
+def test_calibration_preset_screens_linked_candidates_on_both_sides():
+    from ionraman.calibration import read_measured
+
+    cal = preset("calibration")
+    measured = read_measured()
+    names = [c.name for c in cal.candidates]
+    assert all(n in measured for n in names)  # every candidate has a measured σ in the shipped table
+    fast = [n for n in names if measured[n].sigma_S_cm >= 1e-4]
+    assert len(fast) >= 2 and len(names) - len(fast) >= 2
+
+
+def test_ranking_hides_flagged_central_peak_widths():
+    from ionraman.screening.report import ranking_rows
+
+    base = {"candidate": "X", "temperature_K": 500.0, "integrity_ok": True, "verdict": "immobile"}
+    ok = dict(base, fingerprint={"F_LF": 0.3, "central_peak_width_cm1": 40.0, "central_peak_message": None})
+    bad = dict(base, candidate="Y", fingerprint={"F_LF": 0.1, "central_peak_width_cm1": 1.0e4,
+                                                 "central_peak_message": "the fitted HWHM 1e4 cm⁻¹ exceeds the fit window"})
+    rows = {r["candidate"]: r for r in ranking_rows([ok, bad])}
+    assert rows["X"]["central_peak_width_cm1"] == 40.0 and rows["Y"]["central_peak_width_cm1"] is None
+
+
 @pytest.mark.slow
 def test_external_scheduler_gives_same_rows(tmp_path, worker_env):
     """The campaign on `dask scheduler` + two `dask worker` processes equals the LocalCluster run."""

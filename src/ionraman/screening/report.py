@@ -27,6 +27,13 @@ from .store import ResultsStore
 __all__ = ["write_report", "ranking_rows", "summary_json"]
 
 
+
+def _trusted_width(fp: dict[str, Any]) -> float | None:
+    """The central-peak HWHM (cm⁻¹), or None when its fit failed or was flagged (e.g. a width beyond
+    the fit window, which a Lorentzian fit returns for a spectrum without a central peak)."""
+    return None if fp.get("central_peak_message") else fp.get("central_peak_width_cm1")
+
+
 def _mobile(rec: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
     sp = rec.get("transport", {}).get("species", {})
     mob = rec.get("mobile_ion")
@@ -51,7 +58,7 @@ def ranking_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "temperature_K": r["temperature_K"],
             "F_LF": fp.get("F_LF"),
             "F_LF_err": fp.get("F_LF_err"),
-            "central_peak_width_cm1": fp.get("central_peak_width_cm1"),
+            "central_peak_width_cm1": _trusted_width(fp),
             "mobile_ion": mob,
             "D_cm2_s": d.get("D_cm2_s"),
             "D_err_cm2_s": d.get("D_err_cm2_s"),
@@ -82,7 +89,8 @@ def summary_json(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "F_LF_err": fp.get("F_LF_err"),
                 "D_cm2_s": {sp: d.get("D_cm2_s") for sp, d in r.get("transport", {}).get("species", {}).items()},
                 "D_err_cm2_s": {sp: d.get("D_err_cm2_s") for sp, d in r.get("transport", {}).get("species", {}).items()},
-                "central_peak_width_cm1": fp.get("central_peak_width_cm1"),
+                "central_peak_width_cm1": _trusted_width(fp),
+                "central_peak_message": fp.get("central_peak_message"),
                 "integrity_ok": r.get("integrity_ok"),
                 "verdict": r.get("verdict"),
             }
