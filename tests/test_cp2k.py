@@ -110,6 +110,25 @@ def test_input_has_the_polarizability_sections(tmp_path):
         write_input(Atoms("NaCl", positions=[[0, 0, 0], [2.8, 0, 0]], cell=[10, 10, 10], pbc=False), s, tmp_path)
 
 
+
+def test_energy_force_input_without_linres_and_with_kpoints(tmp_path):
+    """Force-field validation runs: no linear response; a k-point mesh switches OT for diagonalisation."""
+    inp = write_input(nacl(), CP2KSettings(), tmp_path / "g", polarizability=False).read_text()
+    assert "&LINRES" not in inp and "&PROPERTIES" not in inp and "&FORCES ON" in inp and "&OT" in inp
+    k = CP2KSettings(kpoints=(2, 2, 3))
+    inp = write_input(nacl(), k, tmp_path / "k", polarizability=False).read_text()
+    assert re.search(r"^\s*SCHEME MONKHORST-PACK 2 2 3\s*$", inp, re.M)
+    assert "&OT" not in inp and "&DIAGONALIZATION" in inp and "BROYDEN_MIXING" in inp
+    opens = re.findall(r"^\s*&(?!END)(\w+)", inp, re.M)
+    assert sorted(opens) == sorted(re.findall(r"^\s*&END (\w+)", inp, re.M))
+    with pytest.raises(InputError, match="needs the Γ point"):
+        write_input(nacl(), k, tmp_path / "p")
+    # Γ written as a mesh is Γ; the label hash of Γ settings does not depend on the new field
+    assert CP2KSettings(kpoints=(1, 1, 1)) == CP2KSettings() and "kpoints" not in CP2KSettings().physics_dict()
+    assert CP2KSettings.from_dict(k.to_dict()) == k
+    with pytest.raises(InputError, match="three positive integers"):
+        CP2KSettings(kpoints=(2, 0, 1))
+
 @needs_data
 def test_every_project_element_has_a_basis_and_potential():
     s = CP2KSettings()

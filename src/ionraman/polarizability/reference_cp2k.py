@@ -125,6 +125,9 @@ class CP2KSettings:
     periodic_dipole: Berry-phase dipole operator (``PERIODIC_DIPOLE_OPERATOR T``) — required
         for a periodic cell.
     forces: ENERGY_FORCE run, so DFT forces (eV/Å) come for free.
+    kpoints: Monkhorst–Pack mesh (n1, n2, n3) for energy/force runs (None: Γ point only).
+        Uses diagonalisation with Broyden mixing (OT does not support k-points); the
+        polarizability (LINRES) needs the Γ point, so it refuses a mesh.
     charge: total charge of the cell.
     mpi_ranks / omp_threads: execution (default: all available cores as MPI ranks,
         1 OpenMP thread each — 2 ranks × 1 thread measured as fast as 1 × 2).
@@ -148,6 +151,7 @@ class CP2KSettings:
     linres_preconditioner: str = "FULL_ALL"
     periodic_dipole: bool = True
     forces: bool = True
+    kpoints: tuple[int, int, int] | None = None
     charge: int = 0
     mpi_ranks: int | None = None
     omp_threads: int = 1
@@ -165,6 +169,11 @@ class CP2KSettings:
         object.__setattr__(self, "functional", str(self.functional).upper())
         object.__setattr__(self, "valence", _as_pairs(self.valence, int))
         object.__setattr__(self, "kinds", _as_pairs(self.kinds, lambda v: (str(v[0]), str(v[1]))))
+        if self.kpoints is not None:
+            k = tuple(int(n) for n in self.kpoints)
+            if len(k) != 3 or min(k) < 1:
+                raise InputError(f"CP2KSettings: kpoints={self.kpoints}; give three positive integers, e.g. (2, 2, 2), or None for Γ.")
+            object.__setattr__(self, "kpoints", None if k == (1, 1, 1) else k)
         if self.cutoff_ry <= 0 or self.rel_cutoff_ry <= 0:
             raise InputError(f"CP2KSettings: cutoff_ry={self.cutoff_ry}, rel_cutoff_ry={self.rel_cutoff_ry}; give positive cutoffs in Ry.")
         if self.mpi_ranks is not None and self.mpi_ranks < 1:
@@ -206,10 +215,15 @@ class CP2KSettings:
         d = self.to_dict()
         for k in EXECUTION_FIELDS:
             d.pop(k, None)
+        if d.get("kpoints") is None:  # added later: Γ-point settings keep the hashes of earlier labels
+            d.pop("kpoints", None)
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> CP2KSettings:
+        d = dict(d)
+        if d.get("kpoints") is not None:
+            d["kpoints"] = tuple(d["kpoints"])
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -406,18 +420,36 @@ def write_input(
     a("    &QS")
     a(f"      EPS_DEFAULT {s.eps_default:.1E}")
     a("    &END QS")
+    if s.kpoints is not None:
+        if polarizability:
+            raise InputError(f"CP2KSettings.kpoints={s.kpoints}: CP2K's linear-response polarizability needs the Γ point; "
+                             "use a larger cell instead of k-points for polarizability labels.")
+        a("    &KPOINTS")
+        a(f"      SCHEME MONKHORST-PACK {s.kpoints[0]} {s.kpoints[1]} {s.kpoints[2]}")
+        a("    &END KPOINTS")
     a("    &SCF")
     a("      SCF_GUESS ATOMIC")
     a(f"      EPS_SCF {s.eps_scf:.1E}")
-    a(f"      MAX_SCF {int(s.max_scf)}")
-    a("      &OT")
-    a("        MINIMIZER DIIS")
-    a("        PRECONDITIONER FULL_SINGLE_INVERSE")
-    a("      &END OT")
-    a("      &OUTER_SCF")
-    a(f"        MAX_SCF {int(s.max_outer_scf)}")
-    a(f"        EPS_SCF {s.eps_scf:.1E}")
-    a("      &END OUTER_SCF")
+    if s.kpoints is None:
+        a(f"      MAX_SCF {int(s.max_scf)}")
+        a("      &OT")
+        a("        MINIMIZER DIIS")
+        a("        PRECONDITIONER FULL_SINGLE_INVERSE")
+        a("      &END OT")
+        a("      &OUTER_SCF")
+        a(f"        MAX_SCF {int(s.max_outer_scf)}")
+        a(f"        EPS_SCF {s.eps_scf:.1E}")
+        a("      &END OUTER_SCF")
+    else:  # k-points: diagonalisation + Broyden density mixing (OT is Γ-only)
+        a(f"      MAX_SCF {int(s.max_scf) * int(s.max_outer_scf)}")
+        a("      &DIAGONALIZATION")
+        a("        ALGORITHM STANDARD")
+        a("      &END DIAGONALIZATION")
+        a("      &MIXING")
+        a("        METHOD BROYDEN_MIXING")
+        a("        ALPHA 0.3")
+        a("        NBROYDEN 8")
+        a("      &END MIXING")
     a("    &END SCF")
     a("    &XC")
     a(f"      &XC_FUNCTIONAL {s.functional.upper()}")
