@@ -90,6 +90,20 @@ def test_sample_frames_spaces_snapshots_evenly_and_refuses_too_many(tmp_path, em
         sample_frames(traj, traj.n_frames + 5)
 
 
+def test_automatic_kpoint_mesh_follows_cell_widths():
+    from ionraman.errors import InputError
+    from ionraman.ffvalidation import auto_kpoints, parse_kpoints
+    from ionraman.structures import load_structure
+
+    small = load_structure("Na3SbS4-cubic", supercell="1x1x1").atoms  # a = 7.17 Å
+    assert auto_kpoints(small) == (2, 2, 2)
+    assert auto_kpoints(load_structure("Na3SbS4-cubic", supercell="1x2x1").atoms) == (2, 1, 2)
+    assert auto_kpoints(load_structure("Na3SbS4-cubic", supercell="2x2x2").atoms) is None  # Γ
+    assert parse_kpoints("gamma", small) is None and parse_kpoints("3x3x1", small) == (3, 3, 1)
+    with pytest.raises(InputError, match="--kpoints"):
+        parse_kpoints("2x2", small)
+
+
 # --------------------------------------------------------------------------- real CP2K
 
 FAST = dict(cutoff_ry=200, rel_cutoff_ry=30, eps_default=1e-10, eps_scf=1e-7)
@@ -128,11 +142,12 @@ def test_validate_ff_cli_end_to_end_on_nacl(tmp_path):
 
     out = tmp_path / "val"
     args = ["validate-ff", "NaCl", "--supercell", "1x1x1", "--temperatures", "300,600", "--time", "0.1",
-            "--equilibrate", "0.02", "--frames", "1", "--cutoff-ry", "200", "-o", str(out), "--json", "--no-progress"]
+            "--equilibrate", "0.02", "--frames", "1", "--cutoff-ry", "200", "--kpoints", "2x2x2", "-o", str(out), "--json",
+            "--no-progress"]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout[r.stdout.index("{"):])
-    assert d["forcefield"] == "chgnet" and d["n_frames"] == 2
+    assert d["forcefield"] == "chgnet" and d["n_frames"] == 2 and d["dft"]["kpoints"] == "Monkhorst-Pack 2x2x2"
     assert set(d["integrity"]) == {"300", "600"} and all(v["ok"] for v in d["integrity"].values())
     # CHGNet on thermal NaCl against PBE: a real, nonzero and not absurd error
     assert 2 < d["force_rmse_meV_A"] < 300 and set(d["per_element"]) == {"Na", "Cl"}

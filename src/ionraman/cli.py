@@ -772,6 +772,7 @@ def validate_ff(
     workers: Annotated[int | None, typer.Option("--workers", help="Parallel CP2K runs (default: cores // ranks per run).")] = None,
     scheduler: Annotated[str | None, typer.Option("--scheduler", help="Dask scheduler address for the DFT runs.")] = None,
     cutoff: Annotated[float | None, typer.Option("--cutoff-ry", help="CP2K plane-wave cutoff, Ry (default 300).")] = None,
+    kpoints: Annotated[str, typer.Option("--kpoints", help="auto (Monkhorst-Pack, n·width ≥ 14 Å), gamma, or N1xN2xN3.")] = "auto",
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
 ) -> None:
@@ -804,7 +805,8 @@ def validate_ff(
 
         executor = Client(scheduler)
     rep = validate_forcefield(loaded, ff, temps, output, cfg, frames_per_temperature=frames, dft_settings=settings,
-                              executor=executor, progress=progress and sys.stderr.isatty(), label=loaded.name)
+                              executor=executor, progress=progress and sys.stderr.isatty(), label=loaded.name,
+                              kpoints=kpoints)
     d = rep.to_dict()
     if as_json:
         _print_json(d)

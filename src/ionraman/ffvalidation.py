@@ -5,9 +5,9 @@ Workflow (docs/physics/ff-validation.md):
 1. the force field's own MD at each temperature (:func:`ionraman.md.run_md`, resumable),
    with the chemical-integrity monitor;
 2. ``n`` snapshots per temperature, evenly spaced over the production run;
-3. CP2K energies and forces (PBE, GTH, DZVP-MOLOPT, Γ point of the MD cell itself; the
-   same electronic-structure settings as the polarizability labels, without linear
-   response) through :func:`ionraman.polarizability.reference_cp2k.label_frames` —
+3. CP2K energies and forces (PBE, GTH, DZVP-MOLOPT on the MD cell itself with a
+   Monkhorst–Pack mesh chosen by cell size; the same electronic-structure settings as the
+   polarizability labels, without linear response) through :func:`ionraman.polarizability.reference_cp2k.label_frames` —
    Dask, resumable, every finished label kept;
 4. errors of the force field on those frames: force RMSE/MAE per element (meV/Å) and
    energy MAE per atom (meV/atom) after aligning the energy zero per element.
@@ -25,6 +25,7 @@ and meV/atom.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -44,7 +45,15 @@ __all__ = [
     "align_energies",
     "sample_frames",
     "validate_forcefield",
+    "auto_kpoints",
+    "parse_kpoints",
 ]
+
+#: Monkhorst–Pack density of the automatic mesh: n_i = ceil(K / w_i) for perpendicular
+#: cell widths w_i (Å). Measured on a 500 K snapshot of cubic Na3SbS4 (16 atoms,
+#: a = 7.17 Å): MP 2×2×2 agrees with 3×3×3 to 7 meV/Å in the forces, Γ alone is off by
+#: 270 meV/Å (docs/physics/ff-validation.md).
+AUTO_KPOINT_LENGTH_A = 14.0
 
 FORCES_KEY = "forces_dft"
 ENERGY_KEY = "energy_eV"
@@ -94,6 +103,31 @@ def label_energy_forces(
     s = (settings or CP2KSettings()).replace(forces=True)
     return label_frames(frames, s, output_xyz, workdir=workdir, executor=executor, progress=progress,
                         labeller=_cp2k_energy_forces, reuse_settings=False)
+
+
+def auto_kpoints(atoms: Atoms, length_A: float = AUTO_KPOINT_LENGTH_A) -> tuple[int, int, int] | None:
+    """Monkhorst–Pack mesh with n_i·w_i ≥ ``length_A`` (w_i: perpendicular widths, Å); None for Γ only."""
+    cell = np.asarray(atoms.cell[:], dtype=float)
+    vol = abs(np.linalg.det(cell))
+    widths = [vol / np.linalg.norm(np.cross(cell[(i + 1) % 3], cell[(i + 2) % 3])) for i in range(3)]
+    k = tuple(max(1, math.ceil(length_A / w - 1e-9)) for w in widths)
+    return None if k == (1, 1, 1) else k  # type: ignore[return-value]
+
+
+def parse_kpoints(text: str | None, atoms: Atoms) -> tuple[int, int, int] | None:
+    """``auto`` (default), ``gamma`` or ``N1xN2xN3`` → a mesh (None = Γ)."""
+    t = (text or "auto").strip().lower()
+    if t == "auto":
+        return auto_kpoints(atoms)
+    if t in ("gamma", "γ", "1x1x1"):
+        return None
+    try:
+        k = tuple(int(v) for v in t.split("x"))
+    except ValueError:
+        k = ()
+    if len(k) != 3 or min(k) < 1:
+        raise InputError(f"--kpoints '{text}': give auto, gamma or a Monkhorst–Pack mesh like 2x2x2.")
+    return k  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------- errors
@@ -260,13 +294,15 @@ def validate_forcefield(
     executor: Any = None,
     progress: bool = False,
     label: str = "structure",
+    kpoints: str | None = "auto",
 ) -> ValidationReport:
     """MD at each temperature, DFT on sampled frames, errors and integrity; files in ``output_dir``.
 
     structure: a :class:`ionraman.structures.LoadedStructure`; forcefield: a
     :class:`ionraman.forcefields.ForceField`; md_config: an :class:`ionraman.md.MDConfig`
     whose ``temperature_K`` is replaced per temperature. Every stage resumes: MD from its
-    checkpoint, DFT labels from ``dft_labels.xyz``.
+    checkpoint, DFT labels from ``dft_labels.xyz``. ``kpoints``: ``auto`` (a Monkhorst–Pack
+    mesh with n_i·w_i ≥ 14 Å, :func:`auto_kpoints`), ``gamma`` or ``N1xN2xN3``.
     """
     import dataclasses
 
@@ -288,6 +324,10 @@ def validate_forcefield(
         traj = read_h5md(traj_path)
         integrity[f"{T:g}"] = _integrity_summary(traj)
         frames += sample_frames(traj, frames_per_temperature)
+    from .polarizability.reference_cp2k import CP2KSettings
+
+    kmesh = parse_kpoints(kpoints, structure.atoms)
+    dft_settings = (dft_settings or CP2KSettings()).replace(kpoints=kmesh)
     labels_path = out / "dft_labels.xyz"
     res = label_energy_forces(frames, labels_path, dft_settings, workdir=out / "cp2k_runs", executor=executor, progress=progress)
     if res.failed:
@@ -301,10 +341,9 @@ def validate_forcefield(
         if sub:
             e, _ = force_errors(sub, forcefield.calculator)
             by_T[f"{T:g}"] = {"force_rmse_meV_A": e.force_rmse_meV_A, "n_frames": e.n_frames}
-    from .polarizability.reference_cp2k import CP2KSettings
-
-    s = (dft_settings or CP2KSettings()).replace(forces=True)
-    dft = {"engine": "cp2k", "settings": s.physics_dict(), "kpoints": "Gamma point of the MD cell",
+    s = dft_settings.replace(forces=True)
+    dft = {"engine": "cp2k", "settings": s.physics_dict(),
+           "kpoints": "Gamma" if kmesh is None else "Monkhorst-Pack " + "x".join(map(str, kmesh)),
            "cell_atoms": len(structure.atoms)}
     report = ValidationReport(
         forcefield=forcefield.name, structure=label, n_frames=errs.n_frames, errors=errs, integrity=integrity,
