@@ -27,10 +27,8 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
-
 from ionraman.ffvalidation import label_energy_forces
-from ionraman.finetune import dft_frames, finetune_chgnet
+from ionraman.finetune import dft_frames, finetune_chgnet, split_frames
 from ionraman.forcefields import get_forcefield
 from ionraman.integrity import check_trajectory
 from ionraman.md import MDConfig, checkpoint_path, run_md
@@ -45,12 +43,6 @@ TRAINING = ROOT / "src" / "ionraman" / "data" / "forcefields" / "training"
 CELLS = {
     "Na3SbS4-cubic": [("stoich", "Na3SbS4-cubic", "1x1x1", None), ("W0.25", "Na3SbS4-cubic", "1x2x1", "Sb:W:0.25")],
 }
-
-
-def split(frames: list, seed: int = 0, val_fraction: float = 0.2) -> tuple[list, list]:
-    order = np.random.default_rng(seed).permutation(len(frames))
-    n_val = int(round(val_fraction * len(frames)))
-    return [frames[i] for i in order[n_val:]], [frames[i] for i in order[:n_val]]
 
 
 def main() -> None:
@@ -74,7 +66,7 @@ def main() -> None:
         frames = dft_frames(files)
         model = work / f"round{r}.pt"
         if not model.exists():
-            train, val = split(frames)
+            train, val = split_frames(frames)
             res = finetune_chgnet(train, model, val=val, epochs=args.epochs)
             entry = {"round": r, "n_frames": len(frames), **{k: res.to_dict()[k] for k in ("before", "after", "wall_time_s")}}
             history = [h for h in history if h.get("round") != r] + [entry]

@@ -833,17 +833,11 @@ def finetune(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary.")] = False,
 ) -> None:
     """Fine-tune CHGNet on DFT energies and forces (e.g. the labels `ionraman validate-ff` wrote)."""
-    import numpy as np
-
-    from .finetune import dft_frames, finetune_chgnet
+    from .finetune import dft_frames, finetune_chgnet, split_frames
 
     if not 0 <= val_fraction < 1:
         raise InputError(f"--val-fraction {val_fraction}: give a fraction in [0, 1).")
-    frames = dft_frames(data)
-    order = np.random.default_rng(seed).permutation(len(frames))
-    n_val = int(round(val_fraction * len(frames)))
-    val = [frames[i] for i in order[:n_val]]
-    train = [frames[i] for i in order[n_val:]]
+    train, val = split_frames(dft_frames(data), val_fraction, seed)
     res = finetune_chgnet(train, output, val=val, base=base, epochs=epochs, learning_rate=learning_rate, seed=seed)
     d = res.to_dict()
     if as_json:

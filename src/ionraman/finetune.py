@@ -40,7 +40,7 @@ from ase import Atoms
 from .errors import InputError
 from .ffvalidation import ENERGY_KEY, FORCES_KEY, align_energies
 
-__all__ = ["FinetuneResult", "finetune_chgnet", "load_finetuned", "dft_frames"]
+__all__ = ["FinetuneResult", "finetune_chgnet", "load_finetuned", "dft_frames", "split_frames"]
 
 FORMAT_VERSION = 1
 
@@ -77,6 +77,15 @@ def dft_frames(paths: Sequence[str | os.PathLike]) -> list[Atoms]:
                              "`ionraman validate-ff` (or ffvalidation.label_energy_forces) first.")
         frames += ok
     return frames
+
+
+def split_frames(frames: Sequence[Atoms], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[Atoms], list[Atoms]]:
+    """Seeded random split into (train, validation) frames."""
+    if not 0 <= val_fraction < 1:
+        raise InputError(f"validation fraction {val_fraction}: give a fraction in [0, 1).")
+    order = np.random.default_rng(seed).permutation(len(frames))
+    n_val = int(round(val_fraction * len(frames)))
+    return [frames[i] for i in order[n_val:]], [frames[i] for i in order[:n_val]]
 
 
 def _quiet():
