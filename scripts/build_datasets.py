@@ -34,9 +34,9 @@ CANDIDATES = {
     "AgI-alpha": ("1x1x1", None, 6),
     "Na3SbS4-cubic-W0.25": ("1x2x1", "Sb:W:0.25", 3),
     # calibration points (issue #6): fast Li3N, slow LiI and LiF
-    "LiF": ("1x1x1", None, 8),
-    "LiI": ("1x1x1", None, 8),
-    "Li3N": ("2x2x2", None, 8),
+    "LiF": ("1x1x1", None, 5),
+    "LiI": ("1x1x1", None, 5),
+    "Li3N": ("2x2x2", None, 5),
 }
 
 

@@ -23,12 +23,14 @@ from ionraman.polarizability.dataset import get_alpha, read_labelled
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "src" / "ionraman" / "data"
-BOND_TYPES = ["Cl-Na", "Na-S", "S-Sb", "P-S", "S-W", "Ag-I"]
+BOND_TYPES = ["Cl-Na", "Na-S", "S-Sb", "P-S", "S-W", "Ag-I", "F-Li", "I-Li", "Li-N"]
 # cutoffs in the gap between the first and second neighbour shells of the ideal
 # structures (Å): Na–Cl 2.82 | 4.88, Na–S 2.82–3.06 | 3.45, Sb–S/W–S 2.32 | 3.89,
 # P–S 2.05 | 4.03, Ag–I 2.83 | 4.57; a hard cutoff inside a shell would make the
 # bond count, and so α, jump as atoms vibrate across it
-CUTOFFS = {"Cl-Na": 3.6, "Na-S": 3.25, "S-Sb": 3.0, "P-S": 3.0, "S-W": 3.0, "Ag-I": 3.6}
+# Li–F 2.01 | 3.49, Li–I 3.00 | 5.20, Li–N 1.94 (axial), 2.11 (in-plane) | 4.13 (Li3N)
+CUTOFFS = {"Cl-Na": 3.6, "Na-S": 3.25, "S-Sb": 3.0, "P-S": 3.0, "S-W": 3.0, "Ag-I": 3.6,
+           "F-Li": 2.5, "I-Li": 3.6, "Li-N": 2.8}
 # candidates each dataset serves (the doped set also covers the built-in W variants)
 SERVES = {
     "NaCl": ["NaCl"],
@@ -36,6 +38,9 @@ SERVES = {
     "Na3PS4-tetragonal": ["Na3PS4-tetragonal", "Na3PS4-cubic"],
     "AgI-alpha": ["AgI-alpha", "AgI-beta"],
     "Na3SbS4-cubic-W0.25": ["Na3SbS4-cubic-W0.25", "Na3SbS4-cubic-W0.125", "Na3SbS4-tetragonal-W0.125"],
+    "LiF": ["LiF"],
+    "LiI": ["LiI"],
+    "Li3N": ["Li3N"],
 }
 
 

@@ -81,3 +81,14 @@ def test_bad_finetune_inputs_are_one_sentence(tmp_path):
     ase.io.write(plain, bulk("Cu"))
     with pytest.raises(InputError, match="no frame has"):
         dft_frames([plain])
+
+
+def test_auto_forcefield_resolves_to_a_shipped_finetuned_model(monkeypatch):
+    from ionraman import forcefields
+
+    entries = [{"name": "Na3SbS4-cubic", "file": "Na3SbS4-cubic.pt", "candidates": ["Na3SbS4-cubic", "Na3SbS4-cubic-W0.125"]}]
+    monkeypatch.setattr(forcefields, "shipped_finetuned", lambda: entries)
+    assert forcefields.resolve_forcefield("auto", "Na3SbS4-cubic-W0.125") == "finetuned:Na3SbS4-cubic"
+    assert forcefields.resolve_forcefield("auto", "W-doped label", "Na3SbS4-cubic") == "finetuned:Na3SbS4-cubic"
+    assert forcefields.resolve_forcefield("auto", "NaCl") == "chgnet"  # nothing ships for it
+    assert forcefields.resolve_forcefield("sevennet", "Na3SbS4-cubic") == "sevennet"  # explicit choice wins

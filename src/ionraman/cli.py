@@ -151,7 +151,7 @@ def md(
     temperature: Annotated[float, typer.Option("-T", "--temperature", help="Temperature in K.")],
     time: Annotated[float, typer.Option("--time", help="Production length in ps.")] = 10.0,
     timestep: Annotated[float, typer.Option("--timestep", help="Time step in fs.")] = 2.0,
-    forcefield: Annotated[str, typer.Option("--forcefield", help="chgnet, sevennet[:MODEL], mace:FILE, python:MOD:FACTORY.")] = "chgnet",
+    forcefield: Annotated[str, typer.Option("--forcefield", help="auto (the DFT-fine-tuned model shipped for the candidate, else chgnet), chgnet, sevennet[:MODEL], finetuned:PATH, mace:FILE, python:MOD:FACTORY.")] = "auto",
     supercell: Annotated[str | None, typer.Option("--supercell", help="Repeats, e.g. 2x2x2.")] = None,
     min_atoms: Annotated[int | None, typer.Option("--min-atoms", help="Smallest supercell with ≥ N atoms and widths ≥ 2× the cutoff.")] = None,
     equilibrate: Annotated[float, typer.Option("--equilibrate", help="Thermalisation before production, ps.")] = 1.0,
@@ -189,7 +189,9 @@ def md(
         seed=seed,
     )
     cfg.validate()  # before the (slow) model load
-    ff = get_forcefield(forcefield)
+    from .forcefields import resolve_forcefield
+
+    ff = get_forcefield(resolve_forcefield(forcefield, structure))
     loaded = _load(structure, supercell, min_atoms, ff.cutoff_A, seed, vacancies, substitute, mobile_ion)
     ff.check_elements(loaded.atoms, loaded.name)
     typer.echo(
@@ -760,7 +762,7 @@ def label(
 def validate_ff(
     structure: Annotated[str, typer.Argument(help="Built-in name (see `ionraman structures`) or CIF/POSCAR/extxyz path.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Report directory (MD, DFT labels, report.json, parity.png).")],
-    forcefield: Annotated[str, typer.Option("--forcefield", help="Force field to validate (as for `ionraman md`).")] = "chgnet",
+    forcefield: Annotated[str, typer.Option("--forcefield", help="Force field to validate (as for `ionraman md`).")] = "auto",
     temperatures: Annotated[str, typer.Option("--temperatures", help="Comma-separated temperatures in K.")] = "600,800",
     supercell: Annotated[str | None, typer.Option("--supercell", help="Repeats, e.g. 2x2x2 (DFT runs on this cell at Γ).")] = None,
     time: Annotated[float, typer.Option("--time", help="MD production per temperature, ps.")] = 2.0,
@@ -796,7 +798,9 @@ def validate_ff(
     cfg.validate()
     settings = CP2KSettings(cutoff_ry=cutoff) if cutoff is not None else CP2KSettings()
     find_cp2k(settings)  # fail now, not after the MD, when CP2K is missing
-    ff = get_forcefield(forcefield)
+    from .forcefields import resolve_forcefield
+
+    ff = get_forcefield(resolve_forcefield(forcefield, structure))
     loaded = _load(structure, supercell, None, ff.cutoff_A, seed, vacancies, substitute)
     ff.check_elements(loaded.atoms, loaded.name)
     executor: Any = workers

@@ -2,7 +2,10 @@
 
 Specs understood by :func:`get_forcefield`:
 
-- ``chgnet`` (default): CHGNet's pretrained universal model; its weights ship in
+- ``auto`` (default of the CLI and campaigns): the DFT-fine-tuned model shipped for
+  the candidate (``data/forcefields/index.json``), else ``chgnet``; resolved per
+  candidate by :func:`resolve_forcefield` before :func:`get_forcefield`.
+- ``chgnet``: CHGNet's pretrained universal model; its weights ship in
   the PyPI package, so it loads without network.
 - ``sevennet`` or ``sevennet:<model>`` (extra ``ionraman[sevennet]``; default model 7net-0).
 - ``mace:<model file>`` (extra ``ionraman[mace]``): a local MACE model file.
@@ -30,7 +33,15 @@ from ase.data import chemical_symbols
 
 from .errors import InputError
 
-__all__ = ["ForceField", "get_forcefield", "select_device", "available_forcefields", "register_forcefield"]
+__all__ = [
+    "ForceField",
+    "get_forcefield",
+    "select_device",
+    "available_forcefields",
+    "register_forcefield",
+    "resolve_forcefield",
+    "shipped_finetuned",
+]
 
 DEFAULT_FORCEFIELD = "chgnet"
 
@@ -186,6 +197,28 @@ def _mace(arg: str | None, device: str) -> ForceField:
         elements=elements,
         info={"device": device},
     )
+
+
+def shipped_finetuned() -> list[dict[str, Any]]:
+    """Entries of ``data/forcefields/index.json``: shipped fine-tuned models, the candidates they
+    serve, their training data and validation (empty when none ship)."""
+    import json
+    from importlib import resources
+
+    p = resources.files("ionraman") / "data" / "forcefields" / "index.json"
+    return list(json.loads(p.read_text())) if p.is_file() else []
+
+
+def resolve_forcefield(spec: str, *candidates: str | None) -> str:
+    """``auto`` → ``finetuned:<name>`` when a shipped fine-tuned model serves one of ``candidates``
+    (built-in names, e.g. the structure and the campaign label), else ``chgnet``; other specs unchanged."""
+    if spec != "auto":
+        return spec
+    names = {c for c in candidates if c}
+    for entry in shipped_finetuned():
+        if names & set(entry.get("candidates", [])):
+            return f"finetuned:{entry['name']}"
+    return DEFAULT_FORCEFIELD
 
 
 def shipped_forcefield_path(name: str) -> str | None:

@@ -67,7 +67,7 @@ class CandidateSpec:
 class MDSpec:
     """MD settings shared by all tasks (times in ps/fs)."""
 
-    forcefield: str = "chgnet"
+    forcefield: str = "auto"  # the candidate's shipped DFT-fine-tuned model, else chgnet
     time_ps: float = 10.0
     timestep_fs: float = 2.0
     equilibrate_ps: float = 1.0

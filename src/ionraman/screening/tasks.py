@@ -72,7 +72,9 @@ def _prepare(task: TaskSpec) -> tuple[Path, Path, Any, Any, Any, dict[str, Any]]
     root = Path(task.output_dir)
     wd = task.workdir
     wd.mkdir(parents=True, exist_ok=True)
-    ff = _forcefield(task.md.forcefield)
+    from ..forcefields import resolve_forcefield
+
+    ff = _forcefield(resolve_forcefield(task.md.forcefield, task.candidate.name, task.candidate.structure))
     loaded = _structure(task, ff.cutoff_A)
     model, model_info = resolve_model(task.spectrum.polarizability_model, loaded.name, loaded.atoms)
     return root, wd, ff, loaded, model, model_info
