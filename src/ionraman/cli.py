@@ -833,6 +833,7 @@ def finetune(
     epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 30,
     learning_rate: Annotated[float, typer.Option("--learning-rate", help="Adam learning rate.")] = 3e-4,
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Fraction of frames held out for validation.")] = 0.2,
+    freeze_early: Annotated[bool, typer.Option("--freeze-early/--train-all", help="Train only the last block and readout (default) or every layer.")] = True,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the split and of training.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary.")] = False,
 ) -> None:
@@ -842,7 +843,8 @@ def finetune(
     if not 0 <= val_fraction < 1:
         raise InputError(f"--val-fraction {val_fraction}: give a fraction in [0, 1).")
     train, val = split_frames(dft_frames(data), val_fraction, seed)
-    res = finetune_chgnet(train, output, val=val, base=base, epochs=epochs, learning_rate=learning_rate, seed=seed)
+    res = finetune_chgnet(train, output, val=val, base=base, epochs=epochs, learning_rate=learning_rate, seed=seed,
+                          freeze_early=freeze_early)
     d = res.to_dict()
     if as_json:
         _print_json(d)
