@@ -36,7 +36,8 @@ CANDIDATES = {
     # calibration points (issue #6): fast Li3N, slow LiI and LiF
     "LiF": ("1x1x1", None, 5),
     "LiI": ("1x1x1", None, 5),
-    "Li3N": ("2x2x2", None, 5),
+    # Li3N 2x2x2 (32 atoms): the Γ-point OT SCF stalled (RMS gradient ~6e-4 after 2 outer loops); not labelled yet
+    # "Li3N": ("2x2x2", None, 5),
 }
 
 

@@ -337,7 +337,6 @@ PRESETS: dict[str, dict[str, Any]] = {
             {"structure": "AgI-alpha", "supercell": "2x2x2"},
             {"structure": "Na3PS4-cubic", "supercell": "1x1x1"},
             {"structure": "Na3SbS4-tetragonal", "supercell": "1x1x1"},
-            {"structure": "Li3N", "supercell": "3x3x2"},
             {"structure": "Na3PS4-tetragonal", "supercell": "1x1x1"},
             {"structure": "LiI", "supercell": "2x2x2"},
             {"structure": "LiF", "supercell": "2x2x2"},
