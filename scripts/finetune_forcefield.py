@@ -84,7 +84,10 @@ def main() -> None:
             print(f"round {r} {label}: integrity ok={rep.ok} {rep.reason}", flush=True)
             intact &= rep.ok
             trajs.append((label, path, rep.ok))
-        hist = next(h for h in history if h["round"] == r)
+        hist = next((h for h in history if h.get("round") == r), None)
+        if hist is None:
+            hist = {"round": r}
+            history.append(hist)
         hist["integrity"] = {lab: ok for lab, _, ok in trajs}
         log.write_text(json.dumps(history, indent=2))
         if intact:
@@ -96,11 +99,21 @@ def main() -> None:
             for a in new:
                 a.info["ionraman_candidate"] = args.name
                 a.info["active_learning_round"] = r
-            label_energy_forces(new, out, workdir=work / "cp2k_runs", executor="serial", progress=False)
+            # Monkhorst-Pack mesh per cell size (Γ alone is off by ~270 meV/Å in these cells)
+            label_energy_forces(new, out, workdir=work / "cp2k_runs", executor="serial", progress=False, kpoints="auto")
     if args.ship and model is not None:
-        dest = ROOT / "src" / "ionraman" / "data" / "forcefields" / f"{args.name}.pt"
-        shutil.copy(model, dest)
-        print(f"shipped {model} → {dest}")
+        if not intact:
+            raise SystemExit(f"not shipping {model}: a framework still broke at {args.temperature:g} K; run more rounds")
+        dest_dir = ROOT / "src" / "ionraman" / "data" / "forcefields"
+        shutil.copy(model, dest_dir / f"{args.name}.pt")
+        index = dest_dir / "index.json"
+        entries = [e for e in (json.loads(index.read_text()) if index.exists() else []) if e["name"] != args.name]
+        entries.append({"name": args.name, "file": f"{args.name}.pt",
+                        "candidates": sorted({c[1] for c in CELLS[args.name]} | {args.name, f"{args.name}-W0.125"}),
+                        "training": sorted(f"training/{f.name}" for f in TRAINING.glob(f"{args.name}*.xyz")),
+                        "history": history})
+        index.write_text(json.dumps(entries, indent=2))
+        print(f"shipped {model} → {dest_dir / (args.name + '.pt')} (index.json updated)")
 
 
 if __name__ == "__main__":

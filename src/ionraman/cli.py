@@ -764,7 +764,7 @@ def validate_ff(
     output: Annotated[Path, typer.Option("-o", "--output", help="Report directory (MD, DFT labels, report.json, parity.png).")],
     forcefield: Annotated[str, typer.Option("--forcefield", help="Force field to validate (as for `ionraman md`).")] = "auto",
     temperatures: Annotated[str, typer.Option("--temperatures", help="Comma-separated temperatures in K.")] = "600,800",
-    supercell: Annotated[str | None, typer.Option("--supercell", help="Repeats, e.g. 2x2x2 (DFT runs on this cell at Γ).")] = None,
+    supercell: Annotated[str | None, typer.Option("--supercell", help="Repeats, e.g. 2x2x2 (DFT runs on this cell, k-points by --kpoints).")] = None,
     time: Annotated[float, typer.Option("--time", help="MD production per temperature, ps.")] = 2.0,
     equilibrate: Annotated[float, typer.Option("--equilibrate", help="Thermalisation before production, ps.")] = 0.5,
     frames: Annotated[int, typer.Option("--frames", help="DFT snapshots per temperature.")] = 4,
@@ -816,7 +816,9 @@ def validate_ff(
         _print_json(d)
         return
     typer.echo(f"{ff.name} on {loaded.name} ({len(loaded.atoms)} atoms), {rep.n_frames} DFT frames:")
-    typer.echo(f"  force RMSE {d['force_rmse_meV_A']:.0f} meV/Å (MAE {d['force_mae_meV_A']:.0f}), energy MAE {d['energy_mae_meV_atom']:.1f} meV/atom")
+    e_mae = d["energy_mae_meV_atom"]
+    e_txt = f"{e_mae:.1f} meV/atom" if e_mae is not None else "not tested (too few frames for the energy-zero fit)"
+    typer.echo(f"  force RMSE {d['force_rmse_meV_A']:.0f} meV/Å (MAE {d['force_mae_meV_A']:.0f}), energy MAE {e_txt}")
     for el, e in d["per_element"].items():
         typer.echo(f"  {el:>2}: force RMSE {e['force_rmse_meV_A']:.0f} meV/Å over {e['n_atoms']} atoms")
     for T, i in d["integrity"].items():

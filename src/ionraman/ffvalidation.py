@@ -90,19 +90,41 @@ def label_energy_forces(
     workdir: str | os.PathLike = "cp2k_ef_runs",
     executor: Any = None,
     progress: bool = True,
+    kpoints: str | None = "auto",
 ) -> Any:
     """CP2K energies (``info["energy_eV"]``) and forces (``arrays["forces_dft"]``, eV/Å) for ``frames``.
 
-    Parallel (Dask) and resumable exactly like polarizability labelling
-    (:func:`ionraman.polarizability.reference_cp2k.label_frames`): each finished frame
-    is written to ``output_xyz`` at once and a rerun skips it. Returns the
-    :class:`~ionraman.polarizability.reference_cp2k.LabelResult`.
+    ``kpoints``: ``auto`` picks :func:`auto_kpoints` per frame (cells of different size get
+    their own mesh), ``gamma`` or ``N1xN2xN3`` one mesh for all; ``None`` keeps
+    ``settings.kpoints``. Parallel (Dask) and resumable exactly like polarizability
+    labelling (:func:`ionraman.polarizability.reference_cp2k.label_frames`): each finished
+    frame is written to ``output_xyz`` at once and a rerun skips it. Returns the
+    :class:`~ionraman.polarizability.reference_cp2k.LabelResult` (of the last mesh group).
     """
-    from .polarizability.reference_cp2k import CP2KSettings, label_frames
+    from .polarizability.reference_cp2k import CP2KSettings, LabelResult, label_frames
 
-    s = (settings or CP2KSettings()).replace(forces=True)
-    return label_frames(frames, s, output_xyz, workdir=workdir, executor=executor, progress=progress,
-                        labeller=_cp2k_energy_forces, reuse_settings=False)
+    base = (settings or CP2KSettings()).replace(forces=True)
+    groups: dict[Any, list[int]] = {}
+    for i, a in enumerate(frames):
+        k = base.kpoints if kpoints is None else parse_kpoints(kpoints, a)
+        groups.setdefault(k, []).append(i)
+    total = LabelResult(output=Path(output_xyz))
+    for k, idx in groups.items():
+        res = label_frames([frames[i] for i in idx], base.replace(kpoints=k), output_xyz, workdir=workdir, executor=executor,
+                           progress=progress, labeller=_cp2k_energy_forces, reuse_settings=False)
+        total.labelled += [idx[j] for j in res.labelled]
+        total.skipped += [idx[j] for j in res.skipped]
+        total.failed.update({idx[j]: why for j, why in res.failed.items()})
+        total.wall_time_s += res.wall_time_s
+    return total
+
+
+def frame_hashes(frames: Sequence[Atoms], settings: Any = None, kpoints: str | None = "auto") -> set[str]:
+    """The label hashes :func:`label_energy_forces` gives these frames (to pick their labels from a file)."""
+    from .polarizability.reference_cp2k import CP2KSettings, label_hash
+
+    base = (settings or CP2KSettings()).replace(forces=True)
+    return {label_hash(a, base.replace(kpoints=base.kpoints if kpoints is None else parse_kpoints(kpoints, a))) for a in frames}
 
 
 def auto_kpoints(atoms: Atoms, length_A: float = AUTO_KPOINT_LENGTH_A) -> tuple[int, int, int] | None:
@@ -157,8 +179,8 @@ class ForceErrors:
     force_mae_meV_A: float
     force_rms_dft_meV_A: float
     per_element: dict[str, dict[str, float]]
-    energy_mae_meV_atom: float
-    energy_rmse_meV_atom: float
+    energy_mae_meV_atom: float | None  # None: no more frames than fitted offsets, so no test of energies
+    energy_rmse_meV_atom: float | None
     energy_offsets_eV: dict[str, float]
 
     def to_dict(self) -> dict[str, Any]:
@@ -193,6 +215,8 @@ def force_errors(frames: Sequence[Atoms], calculator: Any) -> tuple[ForceErrors,
     e_mod = np.array(em)
     resid, offsets = align_energies(frames, e_mod)
     per_atom = resid / np.array(n_at)
+    n_comp = np.linalg.matrix_rank(np.array([[a.get_chemical_symbols().count(e) for e in offsets] for a in frames], float))
+    tested = len(frames) > n_comp  # the offset fit leaves degrees of freedom to test energies with
     err = ForceErrors(
         n_frames=len(frames),
         n_atoms=int(len(symbols)),
@@ -200,8 +224,8 @@ def force_errors(frames: Sequence[Atoms], calculator: Any) -> tuple[ForceErrors,
         force_mae_meV_A=1e3 * float(np.abs(diff).mean()),
         force_rms_dft_meV_A=1e3 * float(np.sqrt((f_dft**2).mean())),
         per_element=per,
-        energy_mae_meV_atom=1e3 * float(np.abs(per_atom).mean()),
-        energy_rmse_meV_atom=1e3 * float(np.sqrt((per_atom**2).mean())),
+        energy_mae_meV_atom=1e3 * float(np.abs(per_atom).mean()) if tested else None,
+        energy_rmse_meV_atom=1e3 * float(np.sqrt((per_atom**2).mean())) if tested else None,
         energy_offsets_eV=offsets,
     )
     raw = {"f_dft": f_dft, "f_model": f_mod, "symbols": symbols,
@@ -212,9 +236,9 @@ def force_errors(frames: Sequence[Atoms], calculator: Any) -> tuple[ForceErrors,
 # --------------------------------------------------------------------------- sampling
 
 
-def sample_frames(traj: Any, n: int, skip_fraction: float = 0.1) -> list[Atoms]:
+def sample_frames(traj: Any, n: int, skip_fraction: float = 0.1, temperature_K: float | None = None) -> list[Atoms]:
     """``n`` frames evenly spaced in time over a trajectory, leaving out the first ``skip_fraction``
-    (each tagged with ``info["time_ps"]`` and ``info["temperature_K"]``)."""
+    (each tagged with ``info["time_ps"]`` and ``info["temperature_K"]``, the given one or the run's)."""
     if n < 1:
         raise InputError(f"--frames {n}: give at least one snapshot per temperature.")
     first = int(skip_fraction * traj.n_frames)
@@ -226,7 +250,8 @@ def sample_frames(traj: Any, n: int, skip_fraction: float = 0.1) -> list[Atoms]:
     for k in idx:
         a = traj.atoms(int(k))
         a.calc = None
-        a.info.update({"time_ps": float(traj.time_fs[k]) / 1000.0, "temperature_K": float(traj.temperature_K),
+        T = float(traj.temperature_K) if temperature_K is None else float(temperature_K)
+        a.info.update({"time_ps": float(traj.time_fs[k]) / 1000.0, "temperature_K": T,
                        "source_frame": int(k)})
         out.append(a)
     return out
@@ -310,30 +335,38 @@ def validate_forcefield(
     from .polarizability.dataset import read_labelled
     from .trajectory import read_h5md
 
+    from .polarizability.reference_cp2k import CP2KSettings
+    from .trajectory import read_metadata
+
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    kmesh = parse_kpoints(kpoints, structure.atoms)  # a bad mesh fails now, not after the MD
+    dft_settings = (dft_settings or CP2KSettings()).replace(kpoints=kmesh, forces=True)
     meta = structure.describe() if hasattr(structure, "describe") else {}
     integrity: dict[str, dict[str, Any]] = {}
     frames: list[Atoms] = []
     for T in temperatures_K:
         cfg = dataclasses.replace(md_config, temperature_K=float(T))
         traj_path = out / f"md_{T:g}K.h5"
-        finished = traj_path.exists() and not checkpoint_path(traj_path).exists()
-        if not finished:
-            run_md(structure.atoms, forcefield, cfg, traj_path, resume=True, metadata=meta, progress=progress, integrity="flag")
+        if traj_path.exists():
+            prev = read_metadata(traj_path).get("forcefield")
+            if prev is not None and prev != forcefield.name:
+                raise InputError(f"{traj_path}: was run with force field '{prev}', not '{forcefield.name}'; "
+                                 "use another -o directory for another force field.")
+        # resumes from the checkpoint; a finished run returns at once
+        run_md(structure.atoms, forcefield, cfg, traj_path, resume=traj_path.exists() and checkpoint_path(traj_path).exists(),
+               metadata=meta, progress=progress, integrity="flag")
         traj = read_h5md(traj_path)
         integrity[f"{T:g}"] = _integrity_summary(traj)
-        frames += sample_frames(traj, frames_per_temperature)
-    from .polarizability.reference_cp2k import CP2KSettings
-
-    kmesh = parse_kpoints(kpoints, structure.atoms)
-    dft_settings = (dft_settings or CP2KSettings()).replace(kpoints=kmesh)
+        frames += sample_frames(traj, frames_per_temperature, temperature_K=T)
     labels_path = out / "dft_labels.xyz"
-    res = label_energy_forces(frames, labels_path, dft_settings, workdir=out / "cp2k_runs", executor=executor, progress=progress)
+    res = label_energy_forces(frames, labels_path, dft_settings, workdir=out / "cp2k_runs", executor=executor,
+                              progress=progress, kpoints=None)
     if res.failed:
         first = next(iter(res.failed.values()))
         raise InputError(f"{labels_path}: {len(res.failed)} DFT label(s) failed (first: {first}); see {labels_path}.failed.json, fix and rerun to resume.")
-    labelled = read_labelled(labels_path, require=False)
+    wanted = frame_hashes(frames, dft_settings, kpoints=None)  # this run's frames only, not older labels in the file
+    labelled = [a for a in read_labelled(labels_path, require=False) if str(a.info.get("label_hash")) in wanted]
     errs, raw = force_errors(labelled, forcefield.calculator)
     by_T: dict[str, dict[str, float]] = {}
     for T in temperatures_K:
@@ -341,8 +374,7 @@ def validate_forcefield(
         if sub:
             e, _ = force_errors(sub, forcefield.calculator)
             by_T[f"{T:g}"] = {"force_rmse_meV_A": e.force_rmse_meV_A, "n_frames": e.n_frames}
-    s = dft_settings.replace(forces=True)
-    dft = {"engine": "cp2k", "settings": s.physics_dict(),
+    dft = {"engine": "cp2k", "settings": dft_settings.physics_dict(),
            "kpoints": "Gamma" if kmesh is None else "Monkhorst-Pack " + "x".join(map(str, kmesh)),
            "cell_atoms": len(structure.atoms)}
     report = ValidationReport(

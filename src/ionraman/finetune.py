@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import time
 import warnings
@@ -133,6 +134,21 @@ def _errors(model: Any, frames: Sequence[Atoms], offsets: dict[str, float]) -> d
             "energy_mae_meV_atom": 1e3 * float(np.abs(de - de.mean()).mean()) if len(de) > 1 else 0.0}
 
 
+def _best_checkpoint(save_dir: Path, trainer: Any) -> Any:
+    """The epoch with the lowest validation force MAE (``bestF_*`` written by CHGNet's trainer).
+
+    CHGNet's ``Trainer.best_model`` is a reference to the live model (the last epoch), so
+    the saved checkpoint is the one to load."""
+    import torch
+    from chgnet.model import CHGNet
+
+    files = sorted(save_dir.glob("bestF_*.pth.tar"), key=lambda f: f.stat().st_mtime)  # the newest best
+    if not files:
+        return trainer.model
+    with _quiet():
+        return CHGNet.from_dict(torch.load(files[-1], map_location="cpu", weights_only=False)["model"])
+
+
 def finetune_chgnet(
     train: Sequence[Atoms],
     output: str | os.PathLike,
@@ -161,6 +177,10 @@ def finetune_chgnet(
     val = list(val)
     if len(train) < 2:
         raise InputError(f"fine-tuning needs at least 2 training frames with DFT energies and forces; got {len(train)}.")
+    unseen = sorted({s for a in val for s in a.get_chemical_symbols()} - {s for a in train for s in a.get_chemical_symbols()})
+    if unseen:
+        raise InputError(f"validation frames contain {', '.join(unseen)}, absent from the training frames; "
+                         "put frames with every element into training (or change the split seed).")
     if epochs < 1:
         raise InputError(f"--epochs {epochs}: give at least 1.")
     t0 = time.perf_counter()
@@ -176,7 +196,8 @@ def finetune_chgnet(
         e_pa = [(float(a.info[ENERGY_KEY]) - sum(offsets[s] for s in a.get_chemical_symbols())) / len(a) for a in frames]
         forces = [np.asarray(a.arrays[FORCES_KEY], dtype=float).tolist() for a in frames]
         with _quiet():
-            return StructureData(structures=structs, energies=e_pa, forces=forces, shuffle=False)
+            return StructureData(structures=structs, energies=e_pa, forces=forces, shuffle=False,
+                                 graph_converter=model.graph_converter)
 
     from chgnet.data.dataset import collate_graphs
 
@@ -193,14 +214,21 @@ def finetune_chgnet(
     trainer = Trainer(model=model, targets="ef", optimizer="Adam", scheduler="CosLR", criterion="MSE", epochs=epochs,
                       learning_rate=learning_rate, force_loss_ratio=force_loss_ratio, use_device="cpu",
                       print_freq=10**6, torch_seed=seed, data_seed=seed)
-    save_dir = Path(output).with_suffix(".train")
-    with _quiet():
-        trainer.train(train_loader, val_loader, save_dir=str(save_dir))
-    best = trainer.best_model if trainer.best_model is not None else trainer.model
-    best.eval()
-    after = _errors(best, check, offsets)
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
+    import tempfile
+
+    save_dir = Path(tempfile.mkdtemp(prefix=out.name + ".", suffix=".train", dir=out.parent))
+    with _quiet():
+        trainer.train(train_loader, val_loader, save_dir=str(save_dir))
+    best = _best_checkpoint(save_dir, trainer)
+    best.eval()
+    after = _errors(best, check, offsets)
+    if not all(math.isfinite(v) for v in after.values()) or not all(torch.isfinite(p).all() for p in best.parameters()):
+        import shutil
+
+        shutil.rmtree(save_dir, ignore_errors=True)
+        raise InputError(f"fine-tuning diverged (NaN) for {out}; lower --learning-rate or check the DFT labels.")
     prov = {"format": FORMAT_VERSION, "base_model": base, "n_train": len(train), "n_val": len(val), "epochs": epochs,
             "learning_rate": learning_rate, "freeze_early": freeze_early, "energy_offsets_eV": offsets,
             "elements": sorted({s for a in train for s in a.get_chemical_symbols()}),
@@ -228,8 +256,8 @@ def load_finetuned(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
         state = torch.load(p, map_location="cpu", weights_only=False)
         with _quiet():
             model = CHGNet.from_dict(state["model"])
-    except (KeyError, RuntimeError, OSError, EOFError) as exc:
-        raise InputError(f"{p}: not a fine-tuned model from `ionraman finetune` ({exc}).") from None
+    except Exception as exc:  # unpickling, wrong layout, wrong tensors: all "not our file"
+        raise InputError(f"{p}: not a fine-tuned model from `ionraman finetune` ({type(exc).__name__}: {exc}).") from None
     model.eval()
     return model, dict(state.get("ionraman", {}))
 

@@ -104,12 +104,15 @@ def available_forcefields() -> list[str]:
 
 
 def get_forcefield(spec: str = DEFAULT_FORCEFIELD, device: str | None = None) -> ForceField:
-    """Build the force field named by ``spec`` (see the module docstring)."""
+    """Build the force field named by ``spec`` (see the module docstring); ``auto`` without a
+    candidate means the universal default (use :func:`resolve_forcefield` first)."""
+    if spec == "auto":
+        spec = DEFAULT_FORCEFIELD
     prefix, _, arg = spec.partition(":")
     if prefix not in _REGISTRY:
         raise InputError(
             f"--forcefield '{spec}' is unknown; use one of {', '.join(available_forcefields())} "
-            "(e.g. chgnet, sevennet, mace:FILE, python:module:factory)."
+            "(e.g. auto, chgnet, sevennet, finetuned:PATH, mace:FILE, python:module:factory)."
         )
     return _REGISTRY[prefix](arg or None, select_device(device))
 
