@@ -328,7 +328,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # Built-ins that the shipped literature table links to a measured σ, on both sides of
     # the fast-conductor line, small cells at one temperature: the store that
-    # `ionraman calibrate runs/calibration/results.db` fits (issue #6; ≈ 15 min here).
+    # `ionraman calibrate runs/calibration/results.db` fits (issue #6; ≈ 30 min on 2 cores, the 64-atom LiF run dominates).
     "calibration": {
         "name": "calibration",
         "output_dir": "runs/calibration",
