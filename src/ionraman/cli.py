@@ -686,6 +686,15 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
                    f"{d.get('n_labels')} labels; held-out rel. RMSE iso {t.get('iso_rel_rmse')}, aniso {t.get('aniso_rel_rmse')}")
 
 
+def _dft_executor(workers: int | None, scheduler: str | None) -> Any:
+    """Where DFT labels run: a Dask scheduler's client, else ``workers`` local processes (None: automatic)."""
+    if scheduler is None:
+        return workers
+    from distributed import Client
+
+    return Client(scheduler)
+
+
 @app.command()
 @_friendly
 def label(
@@ -741,12 +750,8 @@ def label(
         if basis is not None:
             kw["basis_family"] = basis
         settings = CP2KSettings(**kw) if kw else None
-        executor: Any = workers
-        if scheduler is not None:
-            from distributed import Client
-
-            executor = Client(scheduler)
-        res = label_frames(frames, settings, output, workdir=workdir, executor=executor, progress=progress and sys.stderr.isatty())
+        res = label_frames(frames, settings, output, workdir=workdir, executor=_dft_executor(workers, scheduler),
+                           progress=progress and sys.stderr.isatty())
         summary = {"engine": "cp2k", "labelled": len(res.labelled), "skipped": len(res.skipped),
                    "failed": {str(k): v for k, v in res.failed.items()}, "wall_time_s": res.wall_time_s, "output": str(output)}
     else:
@@ -784,7 +789,7 @@ def validate_ff(
     Resumable: rerun the same command after an interruption; finished MD and DFT labels are kept.
     """
     from .ffvalidation import validate_forcefield
-    from .forcefields import get_forcefield
+    from .forcefields import get_forcefield, resolve_forcefield
     from .md import MDConfig
     from .polarizability.reference_cp2k import CP2KSettings, find_cp2k
 
@@ -798,19 +803,12 @@ def validate_ff(
     cfg.validate()
     settings = CP2KSettings(cutoff_ry=cutoff) if cutoff is not None else CP2KSettings()
     find_cp2k(settings)  # fail now, not after the MD, when CP2K is missing
-    from .forcefields import resolve_forcefield
-
     ff = get_forcefield(resolve_forcefield(forcefield, structure))
     loaded = _load(structure, supercell, None, ff.cutoff_A, seed, vacancies, substitute)
     ff.check_elements(loaded.atoms, loaded.name)
-    executor: Any = workers
-    if scheduler is not None:
-        from distributed import Client
-
-        executor = Client(scheduler)
     rep = validate_forcefield(loaded, ff, temps, output, cfg, frames_per_temperature=frames, dft_settings=settings,
-                              executor=executor, progress=progress and sys.stderr.isatty(), label=loaded.name,
-                              kpoints=kpoints)
+                              executor=_dft_executor(workers, scheduler), progress=progress and sys.stderr.isatty(),
+                              label=loaded.name, kpoints=kpoints)
     d = rep.to_dict()
     if as_json:
         _print_json(d)
@@ -842,8 +840,6 @@ def finetune(
     """Fine-tune CHGNet on DFT energies and forces (e.g. the labels `ionraman validate-ff` wrote)."""
     from .finetune import dft_frames, finetune_chgnet, split_frames
 
-    if not 0 <= val_fraction < 1:
-        raise InputError(f"--val-fraction {val_fraction}: give a fraction in [0, 1).")
     train, val = split_frames(dft_frames(data), val_fraction, seed)
     res = finetune_chgnet(train, output, val=val, base=base, epochs=epochs, learning_rate=learning_rate, seed=seed,
                           freeze_early=freeze_early)

@@ -98,19 +98,18 @@ def label_energy_forces(
     their own mesh), ``gamma`` or ``N1xN2xN3`` one mesh for all; ``None`` keeps
     ``settings.kpoints``. Parallel (Dask) and resumable exactly like polarizability
     labelling (:func:`ionraman.polarizability.reference_cp2k.label_frames`): each finished
-    frame is written to ``output_xyz`` at once and a rerun skips it. Returns the
-    :class:`~ionraman.polarizability.reference_cp2k.LabelResult` (of the last mesh group).
+    frame is written to ``output_xyz`` at once and a rerun skips it. Returns one
+    :class:`~ionraman.polarizability.reference_cp2k.LabelResult` over all frames (one
+    ``label_frames`` call per mesh).
     """
-    from .polarizability.reference_cp2k import CP2KSettings, LabelResult, label_frames
+    from .polarizability.reference_cp2k import LabelResult, label_frames
 
-    base = (settings or CP2KSettings()).replace(forces=True)
     groups: dict[Any, list[int]] = {}
     for i, a in enumerate(frames):
-        k = base.kpoints if kpoints is None else parse_kpoints(kpoints, a)
-        groups.setdefault(k, []).append(i)
+        groups.setdefault(_frame_settings(settings, a, kpoints), []).append(i)
     total = LabelResult(output=Path(output_xyz))
-    for k, idx in groups.items():
-        res = label_frames([frames[i] for i in idx], base.replace(kpoints=k), output_xyz, workdir=workdir, executor=executor,
+    for s, idx in groups.items():
+        res = label_frames([frames[i] for i in idx], s, output_xyz, workdir=workdir, executor=executor,
                            progress=progress, labeller=_cp2k_energy_forces, reuse_settings=False)
         total.labelled += [idx[j] for j in res.labelled]
         total.skipped += [idx[j] for j in res.skipped]
@@ -119,20 +118,26 @@ def label_energy_forces(
     return total
 
 
-def frame_hashes(frames: Sequence[Atoms], settings: Any = None, kpoints: str | None = "auto") -> set[str]:
-    """The label hashes :func:`label_energy_forces` gives these frames (to pick their labels from a file)."""
-    from .polarizability.reference_cp2k import CP2KSettings, label_hash
+def _frame_settings(settings: Any, atoms: Atoms, kpoints: str | None) -> Any:
+    """The energy/force settings of one frame: ``settings`` with forces on and the frame's mesh."""
+    from .polarizability.reference_cp2k import CP2KSettings
 
     base = (settings or CP2KSettings()).replace(forces=True)
-    return {label_hash(a, base.replace(kpoints=base.kpoints if kpoints is None else parse_kpoints(kpoints, a))) for a in frames}
+    return base if kpoints is None else base.replace(kpoints=parse_kpoints(kpoints, atoms))
+
+
+def frame_hashes(frames: Sequence[Atoms], settings: Any = None, kpoints: str | None = "auto") -> set[str]:
+    """The label hashes :func:`label_energy_forces` gives these frames (to pick their labels from a file)."""
+    from .polarizability.reference_cp2k import label_hash
+
+    return {label_hash(a, _frame_settings(settings, a, kpoints)) for a in frames}
 
 
 def auto_kpoints(atoms: Atoms, length_A: float = AUTO_KPOINT_LENGTH_A) -> tuple[int, int, int] | None:
     """Monkhorst–Pack mesh with n_i·w_i ≥ ``length_A`` (w_i: perpendicular widths, Å); None for Γ only."""
-    cell = np.asarray(atoms.cell[:], dtype=float)
-    vol = abs(np.linalg.det(cell))
-    widths = [vol / np.linalg.norm(np.cross(cell[(i + 1) % 3], cell[(i + 2) % 3])) for i in range(3)]
-    k = tuple(max(1, math.ceil(length_A / w - 1e-9)) for w in widths)
+    from .structures import perpendicular_widths
+
+    k = tuple(max(1, math.ceil(length_A / w - 1e-9)) for w in perpendicular_widths(np.asarray(atoms.cell[:], dtype=float)))
     return None if k == (1, 1, 1) else k  # type: ignore[return-value]
 
 
@@ -189,7 +194,8 @@ class ForceErrors:
 
 def force_errors(frames: Sequence[Atoms], calculator: Any) -> tuple[ForceErrors, dict[str, np.ndarray]]:
     """Compare ``calculator`` with the DFT labels of ``frames``; returns the errors and the raw
-    arrays (``f_dft``, ``f_model`` in eV/Å, ``e_dft``, ``e_model`` in eV, ``symbols``) for plots."""
+    arrays (per atom: ``f_dft``, ``f_model`` in eV/Å, ``symbols``, ``frame`` index; per frame:
+    ``e_dft``, ``e_model`` in eV) for plots and subsets."""
     frames = [a for a in frames if FORCES_KEY in a.arrays and ENERGY_KEY in a.info]
     if not frames:
         raise InputError("no frame carries DFT energies and forces (info['energy_eV'], arrays['forces_dft']); label them first.")
@@ -228,7 +234,7 @@ def force_errors(frames: Sequence[Atoms], calculator: Any) -> tuple[ForceErrors,
         energy_rmse_meV_atom=1e3 * float(np.sqrt((per_atom**2).mean())) if tested else None,
         energy_offsets_eV=offsets,
     )
-    raw = {"f_dft": f_dft, "f_model": f_mod, "symbols": symbols,
+    raw = {"f_dft": f_dft, "f_model": f_mod, "symbols": symbols, "frame": np.repeat(np.arange(len(frames)), n_at),
            "e_dft": np.array([float(a.info[ENERGY_KEY]) for a in frames]), "e_model": e_mod}
     return err, raw
 
@@ -303,9 +309,9 @@ def _integrity_summary(traj: Any) -> dict[str, Any]:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=float))
-    os.replace(tmp, path)
+    from .raman import _atomic_write_bytes
+
+    _atomic_write_bytes(path, json.dumps(obj, indent=2, default=float).encode())
 
 
 def validate_forcefield(
@@ -333,10 +339,8 @@ def validate_forcefield(
 
     from .md import checkpoint_path, run_md
     from .polarizability.dataset import read_labelled
-    from .trajectory import read_h5md
-
     from .polarizability.reference_cp2k import CP2KSettings
-    from .trajectory import read_metadata
+    from .trajectory import read_h5md, read_metadata
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -368,12 +372,14 @@ def validate_forcefield(
     wanted = frame_hashes(frames, dft_settings, kpoints=None)  # this run's frames only, not older labels in the file
     labelled = [a for a in read_labelled(labels_path, require=False) if str(a.info.get("label_hash")) in wanted]
     errs, raw = force_errors(labelled, forcefield.calculator)
+    frame_T = np.array([float(a.info.get("temperature_K", -1)) for a in labelled])
     by_T: dict[str, dict[str, float]] = {}
-    for T in temperatures_K:
-        sub = [a for a in labelled if abs(float(a.info.get("temperature_K", -1)) - float(T)) < 1e-6]
-        if sub:
-            e, _ = force_errors(sub, forcefield.calculator)
-            by_T[f"{T:g}"] = {"force_rmse_meV_A": e.force_rmse_meV_A, "n_frames": e.n_frames}
+    for T in temperatures_K:  # subsets of the forces already evaluated, not a second model run
+        in_T = np.abs(frame_T - float(T)) < 1e-6
+        if in_T.any():
+            m = in_T[raw["frame"]]
+            rmse = 1e3 * float(np.sqrt(((raw["f_model"][m] - raw["f_dft"][m]) ** 2).mean()))
+            by_T[f"{T:g}"] = {"force_rmse_meV_A": rmse, "n_frames": int(in_T.sum())}
     dft = {"engine": "cp2k", "settings": dft_settings.physics_dict(),
            "kpoints": "Gamma" if kmesh is None else "Monkhorst-Pack " + "x".join(map(str, kmesh)),
            "cell_atoms": len(structure.atoms)}
@@ -388,13 +394,17 @@ def validate_forcefield(
 
 
 def plot_parity(raw: dict[str, np.ndarray], path: str | os.PathLike, title: str = "") -> Path:
-    """Force parity plot (model vs DFT, eV/Å) coloured by element."""
-    import matplotlib
+    """Force parity plot (model vs DFT, eV/Å) coloured by element, written atomically."""
+    import io
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    fig, ax = plt.subplots(figsize=(4.6, 4.4))
+    from .raman import _atomic_write_bytes
+
+    fig = Figure(figsize=(4.6, 4.4), layout="tight")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     for el in sorted(set(raw["symbols"])):
         m = raw["symbols"] == el
         ax.scatter(raw["f_dft"][m].ravel(), raw["f_model"][m].ravel(), s=4, alpha=0.6, label=el)
@@ -406,10 +416,8 @@ def plot_parity(raw: dict[str, np.ndarray], path: str | os.PathLike, title: str 
     ax.set_ylabel("model force component (eV/Å)")
     ax.set_title(title, fontsize=9)
     ax.legend(markerscale=3, fontsize=8)
-    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
     p = Path(path)
-    tmp = p.with_name(p.stem + ".tmp" + p.suffix)
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, p)
+    _atomic_write_bytes(p, buf.getvalue())
     return p

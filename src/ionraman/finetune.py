@@ -24,12 +24,11 @@ loadable by ``CHGNet.from_file`` and by ``--forcefield finetuned:PATH``.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import os
+import shutil
+import tempfile
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,7 +38,8 @@ import numpy as np
 from ase import Atoms
 
 from .errors import InputError
-from .ffvalidation import ENERGY_KEY, FORCES_KEY, align_energies
+from .ffvalidation import ENERGY_KEY, FORCES_KEY, force_errors
+from .forcefields import _chgnet_quiet as _quiet
 
 __all__ = ["FinetuneResult", "finetune_chgnet", "load_finetuned", "dft_frames", "split_frames"]
 
@@ -83,18 +83,10 @@ def dft_frames(paths: Sequence[str | os.PathLike]) -> list[Atoms]:
 def split_frames(frames: Sequence[Atoms], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[Atoms], list[Atoms]]:
     """Seeded random split into (train, validation) frames."""
     if not 0 <= val_fraction < 1:
-        raise InputError(f"validation fraction {val_fraction}: give a fraction in [0, 1).")
+        raise InputError(f"--val-fraction {val_fraction}: give a fraction in [0, 1).")
     order = np.random.default_rng(seed).permutation(len(frames))
     n_val = int(round(val_fraction * len(frames)))
     return [frames[i] for i in order[n_val:]], [frames[i] for i in order[:n_val]]
-
-
-def _quiet():
-    stack = contextlib.ExitStack()
-    stack.enter_context(warnings.catch_warnings())
-    warnings.simplefilter("ignore")
-    stack.enter_context(contextlib.redirect_stdout(open(os.devnull, "w")))  # noqa: SIM115 - closed with the process
-    return stack
 
 
 def _load_base(base: str) -> Any:
@@ -106,31 +98,25 @@ def _load_base(base: str) -> Any:
         return CHGNet.load(model_name=base, use_device="cpu", verbose=False)
 
 
-def _predict(model: Any, frames: Sequence[Atoms]) -> tuple[np.ndarray, list[np.ndarray]]:
+def _evaluate(model: Any, frames: Sequence[Atoms]) -> tuple[Any, dict[str, np.ndarray]]:
+    """:func:`ionraman.ffvalidation.force_errors` of a CHGNet model on DFT frames."""
     from chgnet.model.dynamics import CHGNetCalculator
 
-    es, fs = [], []
     with _quiet():
-        calc = CHGNetCalculator(model=model, use_device="cpu")
-        for a in frames:
-            b = a.copy()
-            b.calc = calc
-            es.append(float(b.get_potential_energy()))
-            fs.append(np.asarray(b.get_forces(), dtype=float))
-    return np.array(es), fs
+        return force_errors(frames, CHGNetCalculator(model=model, use_device="cpu"))
 
 
 def _errors(model: Any, frames: Sequence[Atoms], offsets: dict[str, float]) -> dict[str, float]:
+    """Force RMSE/MAE (meV/Å) and the energy MAE (meV/atom) with the training frames' energy zero
+    ``offsets`` and one common shift removed."""
     if not frames:
         return {}
-    e, f = _predict(model, frames)
-    fd = np.concatenate([a.arrays[FORCES_KEY] for a in frames])
-    d = np.concatenate(f) - fd
+    err, raw = _evaluate(model, frames)
     n = np.array([len(a) for a in frames])
     shift = np.array([sum(offsets.get(s, 0.0) for s in a.get_chemical_symbols()) for a in frames])
-    de = (np.array([a.info[ENERGY_KEY] for a in frames]) - shift - e) / n
-    return {"force_rmse_meV_A": 1e3 * float(np.sqrt((d**2).mean())),
-            "force_mae_meV_A": 1e3 * float(np.abs(d).mean()),
+    de = (raw["e_dft"] - shift - raw["e_model"]) / n
+    return {"force_rmse_meV_A": err.force_rmse_meV_A,
+            "force_mae_meV_A": err.force_mae_meV_A,
             "energy_mae_meV_atom": 1e3 * float(np.abs(de - de.mean()).mean()) if len(de) > 1 else 0.0}
 
 
@@ -186,8 +172,7 @@ def finetune_chgnet(
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     model = _load_base(base)
-    e_base, _ = _predict(model, train)
-    _, offsets = align_energies(train, e_base)
+    offsets = _evaluate(model, train)[0].energy_offsets_eV  # DFT − base-model energy zero per element
     check = val or train
     before = _errors(model, check, offsets)
 
@@ -216,8 +201,6 @@ def finetune_chgnet(
                       print_freq=10**6, torch_seed=seed, data_seed=seed)
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    import tempfile
-
     save_dir = Path(tempfile.mkdtemp(prefix=out.name + ".", suffix=".train", dir=out.parent))
     with _quiet():
         trainer.train(train_loader, val_loader, save_dir=str(save_dir))
@@ -225,8 +208,6 @@ def finetune_chgnet(
     best.eval()
     after = _errors(best, check, offsets)
     if not all(math.isfinite(v) for v in after.values()) or not all(torch.isfinite(p).all() for p in best.parameters()):
-        import shutil
-
         shutil.rmtree(save_dir, ignore_errors=True)
         raise InputError(f"fine-tuning diverged (NaN) for {out}; lower --learning-rate or check the DFT labels.")
     prov = {"format": FORMAT_VERSION, "base_model": base, "n_train": len(train), "n_val": len(val), "epochs": epochs,
@@ -236,8 +217,6 @@ def finetune_chgnet(
     tmp = out.with_name(out.name + ".tmp")
     torch.save({"model": best.as_dict(), "ionraman": prov}, tmp)
     os.replace(tmp, out)
-    import shutil
-
     shutil.rmtree(save_dir, ignore_errors=True)
     return FinetuneResult(path=str(out), base_model=base, n_train=len(train), n_val=len(val), epochs=epochs,
                           trainable_parameters=int(n_train), wall_time_s=time.perf_counter() - t0,
@@ -261,7 +240,3 @@ def load_finetuned(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
     model.eval()
     return model, dict(state.get("ionraman", {}))
 
-
-def provenance_json(path: str | os.PathLike) -> str:
-    """The provenance block of a fine-tuned model as JSON (for reports)."""
-    return json.dumps(load_finetuned(path)[1], indent=2, default=float)

@@ -128,32 +128,48 @@ _Z94 = frozenset(chemical_symbols[1:95])
 
 @register_forcefield("chgnet")
 def _chgnet(arg: str | None, device: str) -> ForceField:
-    import warnings
-
     try:
-        import chgnet
+        import chgnet  # noqa: F401
         from chgnet.model import CHGNet
-        from chgnet.model.dynamics import CHGNetCalculator
     except ImportError:  # pragma: no cover - chgnet is a core dependency
         raise _missing_extra("chgnet", "chgnet") from None
-    import contextlib
-
-    # CHGNet prints banners on stdout; drop them so --json output and error messages stay clean
-    with warnings.catch_warnings(), open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
-        warnings.simplefilter("ignore")
+    with _chgnet_quiet():
         model = CHGNet.load(model_name=arg or "0.3.0", use_device=device, verbose=False)
+    return _chgnet_forcefield(model, f"chgnet:{arg}" if arg else "chgnet", f"model {model.version}", device)
+
+
+def _chgnet_quiet() -> Any:
+    """CHGNet prints banners on stdout; drop them (and its warnings) so --json output and error
+    messages stay clean."""
+    import contextlib
+    import warnings
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    stack.enter_context(contextlib.redirect_stdout(stack.enter_context(open(os.devnull, "w"))))
+    return stack
+
+
+def _chgnet_forcefield(model: Any, name: str, description: str, device: str, info: dict[str, Any] | None = None) -> ForceField:
+    """A :class:`ForceField` around a loaded CHGNet model (pretrained or fine-tuned)."""
+    import warnings
+
+    import chgnet
+    from chgnet.model.dynamics import CHGNetCalculator
+
+    with _chgnet_quiet():
         calc = CHGNetCalculator(model=model, use_device=device)
-    cutoff = float(model.graph_converter.atom_graph_cutoff)
     # CHGNet converts a grad-tracking tensor to a float in every call; harmless, but
     # it would print a warning per MD step
     warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad", category=UserWarning)
     return ForceField(
-        name=f"chgnet:{arg}" if arg else "chgnet",
+        name=name,
         calculator=calc,
-        version=f"chgnet {chgnet.__version__}, model {model.version}",
-        cutoff_A=cutoff,
+        version=f"chgnet {chgnet.__version__}, {description}",
+        cutoff_A=float(model.graph_converter.atom_graph_cutoff),
         elements=_Z94,
-        info={"device": device},
+        info={"device": device, **(info or {})},
     )
 
 
@@ -202,13 +218,18 @@ def _mace(arg: str | None, device: str) -> ForceField:
     )
 
 
+def _forcefields_dir() -> Any:
+    from importlib import resources
+
+    return resources.files("ionraman") / "data" / "forcefields"
+
+
 def shipped_finetuned() -> list[dict[str, Any]]:
     """Entries of ``data/forcefields/index.json``: shipped fine-tuned models, the candidates they
     serve, their training data and validation (empty when none ship)."""
     import json
-    from importlib import resources
 
-    p = resources.files("ionraman") / "data" / "forcefields" / "index.json"
+    p = _forcefields_dir() / "index.json"
     return list(json.loads(p.read_text())) if p.is_file() else []
 
 
@@ -226,9 +247,7 @@ def resolve_forcefield(spec: str, *candidates: str | None) -> str:
 
 def shipped_forcefield_path(name: str) -> str | None:
     """Path of a shipped fine-tuned model ``data/forcefields/<name>.pt``, or None."""
-    from importlib import resources
-
-    p = resources.files("ionraman") / "data" / "forcefields" / f"{name}.pt"
+    p = _forcefields_dir() / f"{name}.pt"
     return str(p) if p.is_file() else None
 
 
@@ -240,26 +259,13 @@ def _finetuned(arg: str | None, device: str) -> ForceField:
     if path is None:
         raise InputError(f"--forcefield finetuned:{arg}: no such file and no shipped fine-tuned model of that name; "
                          "give the path written by `ionraman finetune`.")
-    import contextlib
-    import warnings
-
-    import chgnet
-    from chgnet.model.dynamics import CHGNetCalculator
-
     from .finetune import load_finetuned
 
     model, prov = load_finetuned(path)
-    with warnings.catch_warnings(), open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
-        warnings.simplefilter("ignore")
-        calc = CHGNetCalculator(model=model, use_device=device)
-    warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad", category=UserWarning)
-    return ForceField(
-        name=f"finetuned:{arg}",
-        calculator=calc,
-        version=f"chgnet {chgnet.__version__}, fine-tuned from {prov.get('base_model', '?')} on {prov.get('n_train', '?')} DFT frames",
-        cutoff_A=float(model.graph_converter.atom_graph_cutoff),
-        elements=_Z94,
-        info={"device": device, "finetune": {k: prov.get(k) for k in ("base_model", "n_train", "epochs", "elements", "after")}},
+    return _chgnet_forcefield(
+        model, f"finetuned:{arg}",
+        f"fine-tuned from {prov.get('base_model', '?')} on {prov.get('n_train', '?')} DFT frames", device,
+        info={"finetune": {k: prov.get(k) for k in ("base_model", "n_train", "epochs", "elements", "after")}},
     )
 
 

@@ -27,7 +27,6 @@ from .store import ResultsStore
 __all__ = ["write_report", "ranking_rows", "summary_json"]
 
 
-
 def _trusted_width(fp: dict[str, Any]) -> float | None:
     """The central-peak HWHM (cm⁻¹), or None when its fit failed or was flagged (e.g. a width beyond
     the fit window, which a Lorentzian fit returns for a spectrum without a central peak)."""

@@ -67,13 +67,12 @@ def run_task(task: TaskSpec) -> dict[str, Any]:
 def _prepare(task: TaskSpec) -> tuple[Path, Path, Any, Any, Any, dict[str, Any]]:
     """Task directory, force field, structure and polarizability model (resolved before any MD,
     so a task with an unusable model fails at once)."""
+    from ..forcefields import resolve_forcefield
     from ..polarizability.registry import resolve_model
 
     root = Path(task.output_dir)
     wd = task.workdir
     wd.mkdir(parents=True, exist_ok=True)
-    from ..forcefields import resolve_forcefield
-
     ff = _forcefield(resolve_forcefield(task.md.forcefield, task.candidate.name, task.candidate.structure))
     loaded = _structure(task, ff.cutoff_A)
     model, model_info = resolve_model(task.spectrum.polarizability_model, loaded.name, loaded.atoms)
