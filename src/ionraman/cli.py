@@ -762,6 +762,17 @@ def label(
         typer.echo(json.dumps(summary, default=str))
 
 
+def _floats(text: str, option: str, unit: str, example: str, allow_zero: bool = False) -> list[float]:
+    """Comma-separated numbers of one option, checked, with one sentence on error."""
+    try:
+        vals = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise InputError(f"{option} '{text}': give comma-separated numbers in {unit}, e.g. {example}.") from None
+    if option == "--temperatures" and (not vals or min(vals) <= 0):
+        raise InputError(f"{option} '{text}': give positive temperatures in K, e.g. {example}.")
+    return vals
+
+
 @app.command("validate-ff")
 @_friendly
 def validate_ff(
@@ -793,12 +804,7 @@ def validate_ff(
     from .md import MDConfig
     from .polarizability.reference_cp2k import CP2KSettings, find_cp2k
 
-    try:
-        temps = [float(t) for t in temperatures.split(",") if t.strip()]
-    except ValueError:
-        raise InputError(f"--temperatures '{temperatures}': give comma-separated numbers in K, e.g. 600,800.") from None
-    if not temps or min(temps) <= 0:
-        raise InputError(f"--temperatures '{temperatures}': give positive temperatures in K, e.g. 600,800.")
+    temps = _floats(temperatures, "--temperatures", "K", "600,800")
     cfg = MDConfig(temperature_K=temps[0], time_ps=time, equilibrate_ps=equilibrate, sample_every=5, seed=seed)
     cfg.validate()
     settings = CP2KSettings(cutoff_ry=cutoff) if cutoff is not None else CP2KSettings()
@@ -851,6 +857,53 @@ def finetune(
     typer.echo(f"fine-tuned {base} on {res.n_train} frames ({res.n_val} held out) in {res.wall_time_s:.0f} s → {res.path}")
     typer.echo(f"  force RMSE {b['force_rmse_meV_A']:.0f} → {a['force_rmse_meV_A']:.0f} meV/Å on the "
                f"{'held-out' if res.n_val else 'training'} frames")
+
+
+@app.command()
+@_friendly
+def distill(
+    inputs: Annotated[list[str], typer.Argument(help="Built-in names or structure files (sampled with the teacher), "
+                                                     "and/or extxyz files with DFT energies/forces (used as labels).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Model folder (use as --forcefield distilled:FOLDER).")],
+    teacher: Annotated[str, typer.Option("--teacher", help="Force field that is distilled (auto: the candidate's DFT-fine-tuned model, else chgnet).")] = "auto",
+    temperatures: Annotated[str, typer.Option("--temperatures", help="Teacher MD temperatures, K.")] = "300,500,700,900",
+    md_time: Annotated[float, typer.Option("--md-time", help="Teacher MD production per cell and temperature, ps.")] = 1.0,
+    frame_every: Annotated[float, typer.Option("--frame-every", help="Spacing of training frames, fs.")] = 40.0,
+    strains: Annotated[str, typer.Option("--strains", help="Linear strains of extra sampled cells, e.g. -0.015,0.015 ('' for none).")] = "-0.015,0.015",
+    vacancy: Annotated[bool, typer.Option("--vacancy/--no-vacancy", help="Also sample a cell with one mobile ion removed.")] = True,
+    supercell: Annotated[str | None, typer.Option("--supercell", help="Repeats of the sampled cells (default: the structure's own cell).")] = None,
+    epochs: Annotated[int, typer.Option("--epochs", help="Maximum training epochs (early stopping on the held-out loss).")] = 80,
+    channels: Annotated[int, typer.Option("--channels", help="MACE channels per irrep.")] = 32,
+    r_max: Annotated[float, typer.Option("--r-max", help="MACE cutoff radius, Å.")] = 5.0,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Fraction of frames held out for validation.")] = 0.1,
+    allow_broken_teacher: Annotated[bool, typer.Option("--allow-broken-teacher", help="Distil even if the teacher's framework breaks (recorded).")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of MD, split and training.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary.")] = False,
+) -> None:
+    """Distil a fast MACE force field from a teacher: teacher MD at several temperatures, strained
+    cells and a vacancy; teacher (or DFT) labels; training; held-out errors.
+
+    Resumable: rerun the same command after an interruption.
+    """
+    from .distill import DistillConfig, distill as do_distill
+
+    cfg = DistillConfig(teacher=teacher, temperatures_K=tuple(_floats(temperatures, "--temperatures", "K", "300,500,700,900")),
+                        md_time_ps=md_time, frame_every_fs=frame_every, strains=tuple(_floats(strains, "--strains", "fractions", "-0.015,0.015")),
+                        vacancy=vacancy, supercell=supercell, epochs=epochs, num_channels=channels, r_max_A=r_max,
+                        val_fraction=val_fraction, allow_broken_teacher=allow_broken_teacher, seed=seed)
+    res = do_distill(inputs, output, cfg, progress=True)
+    d = res.to_dict()
+    if as_json:
+        _print_json(d)
+        return
+    e = d["errors"]
+    typer.echo(f"distilled {res.path} from {res.teacher.get('spec') or 'DFT labels'}: {res.n_train} training frames, "
+               f"{res.n_valid} held out")
+    typer.echo(f"  force RMSE {e['force_rmse_meV_A']:.0f} meV/Å (reference RMS {e['force_rms_dft_meV_A']:.0f}); "
+               + ", ".join(f"{el} {v['force_rmse_meV_A']:.0f}" for el, v in e["per_element"].items()))
+    for f in res.flagged:
+        typer.echo(f"  FLAGGED: {f}")
+    typer.echo(f"  use: --forcefield distilled:{res.path}")
 
 
 @app.command()

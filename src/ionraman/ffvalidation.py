@@ -160,7 +160,7 @@ def parse_kpoints(text: str | None, atoms: Atoms) -> tuple[int, int, int] | None
 # --------------------------------------------------------------------------- errors
 
 
-def align_energies(frames: Sequence[Atoms], e_model_eV: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+def align_energies(frames: Sequence[Atoms], e_model_eV: np.ndarray, energy_key: str = ENERGY_KEY) -> tuple[np.ndarray, dict[str, float]]:
     """Residual energy errors (eV per frame) after fitting one energy offset per element.
 
     Solves min_δ Σ_f (E_DFT,f − E_model,f − Σ_e n_{f,e} δ_e)² (minimum-norm solution, so
@@ -169,7 +169,7 @@ def align_energies(frames: Sequence[Atoms], e_model_eV: np.ndarray) -> tuple[np.
     """
     elements = sorted({s for a in frames for s in a.get_chemical_symbols()})
     A = np.array([[a.get_chemical_symbols().count(e) for e in elements] for a in frames], dtype=float)
-    b = np.array([float(a.info[ENERGY_KEY]) for a in frames]) - np.asarray(e_model_eV, dtype=float)
+    b = np.array([float(a.info[energy_key]) for a in frames]) - np.asarray(e_model_eV, dtype=float)
     delta, *_ = np.linalg.lstsq(A, b, rcond=None)
     return b - A @ delta, dict(zip(elements, map(float, delta)))
 
@@ -192,20 +192,23 @@ class ForceErrors:
         return asdict(self)
 
 
-def force_errors(frames: Sequence[Atoms], calculator: Any) -> tuple[ForceErrors, dict[str, np.ndarray]]:
-    """Compare ``calculator`` with the DFT labels of ``frames``; returns the errors and the raw
-    arrays (per atom: ``f_dft``, ``f_model`` in eV/Å, ``symbols``, ``frame`` index; per frame:
-    ``e_dft``, ``e_model`` in eV) for plots and subsets."""
-    frames = [a for a in frames if FORCES_KEY in a.arrays and ENERGY_KEY in a.info]
+def force_errors(
+    frames: Sequence[Atoms], calculator: Any, energy_key: str = ENERGY_KEY, forces_key: str = FORCES_KEY
+) -> tuple[ForceErrors, dict[str, np.ndarray]]:
+    """Compare ``calculator`` with the reference labels of ``frames`` (DFT by default; the keys
+    name other references, e.g. a teacher model's); returns the errors and the raw arrays (per
+    atom: ``f_dft``, ``f_model`` in eV/Å, ``symbols``, ``frame`` index; per frame: ``e_dft``,
+    ``e_model`` in eV; ``dft`` means the reference) for plots and subsets."""
+    frames = [a for a in frames if forces_key in a.arrays and energy_key in a.info]
     if not frames:
-        raise InputError("no frame carries DFT energies and forces (info['energy_eV'], arrays['forces_dft']); label them first.")
+        raise InputError(f"no frame carries reference energies and forces (info['{energy_key}'], arrays['{forces_key}']); label them first.")
     fd, fm, syms, em, n_at = [], [], [], [], []
     for a in frames:
         b = a.copy()
         b.calc = calculator
         fm.append(np.asarray(b.get_forces(), dtype=float))
         em.append(float(b.get_potential_energy()))
-        fd.append(np.asarray(a.arrays[FORCES_KEY], dtype=float))
+        fd.append(np.asarray(a.arrays[forces_key], dtype=float))
         syms.extend(a.get_chemical_symbols())
         n_at.append(len(a))
     f_dft, f_mod = np.concatenate(fd), np.concatenate(fm)
@@ -219,7 +222,7 @@ def force_errors(frames: Sequence[Atoms], calculator: Any) -> tuple[ForceErrors,
                    "force_rms_dft_meV_A": 1e3 * float(np.sqrt((f_dft[m] ** 2).mean())),
                    "n_atoms": int(m.sum())}
     e_mod = np.array(em)
-    resid, offsets = align_energies(frames, e_mod)
+    resid, offsets = align_energies(frames, e_mod, energy_key)
     per_atom = resid / np.array(n_at)
     n_comp = np.linalg.matrix_rank(np.array([[a.get_chemical_symbols().count(e) for e in offsets] for a in frames], float))
     tested = len(frames) > n_comp  # the offset fit leaves degrees of freedom to test energies with
@@ -235,7 +238,7 @@ def force_errors(frames: Sequence[Atoms], calculator: Any) -> tuple[ForceErrors,
         energy_offsets_eV=offsets,
     )
     raw = {"f_dft": f_dft, "f_model": f_mod, "symbols": symbols, "frame": np.repeat(np.arange(len(frames)), n_at),
-           "e_dft": np.array([float(a.info[ENERGY_KEY]) for a in frames]), "e_model": e_mod}
+           "e_dft": np.array([float(a.info[energy_key]) for a in frames]), "e_model": e_mod}
     return err, raw
 
 

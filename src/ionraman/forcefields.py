@@ -12,6 +12,8 @@ Specs understood by :func:`get_forcefield`:
 - ``finetuned:<file or shipped name>``: CHGNet fine-tuned on DFT energies and forces
   (``ionraman finetune``, :mod:`ionraman.finetune`); a bare name is looked up among the
   shipped models in ``data/forcefields``.
+- ``distilled:<folder>``: a fast MACE model distilled from a teacher (``ionraman distill``,
+  :mod:`ionraman.distill`); it warns when run outside its training domain.
 - ``python:<module>:<factory>``: any callable returning an ASE calculator,
   e.g. ``python:ase.calculators.emt:EMT``.
 
@@ -69,6 +71,14 @@ class ForceField:
     cutoff_A: float
     elements: frozenset[str] | None = None  # None: unknown coverage, not checked
     info: dict[str, Any] = field(default_factory=dict)
+    domain: Any = None  # e.g. distill.DistilledDomain: where the model was trained
+
+    def check_domain(self, atoms: Atoms, temperature_K: float | None = None, label: str = "structure") -> list[str]:
+        """Warn (and return the reasons) when a run leaves the model's training domain; models
+        without a recorded domain are not checked."""
+        if self.domain is None:
+            return []
+        return self.domain.check(atoms, temperature_K, label=label, name=self.name)
 
     def check_elements(self, atoms: Atoms, label: str = "structure") -> None:
         """Raise InputError when the structure holds elements the model was not trained on."""
@@ -249,6 +259,27 @@ def shipped_forcefield_path(name: str) -> str | None:
     """Path of a shipped fine-tuned model ``data/forcefields/<name>.pt``, or None."""
     p = _forcefields_dir() / f"{name}.pt"
     return str(p) if p.is_file() else None
+
+
+@register_forcefield("distilled")
+def _distilled(arg: str | None, device: str) -> ForceField:
+    if not arg:
+        raise InputError("--forcefield distilled needs a folder: distilled:PATH (the -o folder of `ionraman distill`).")
+    from .distill import DistilledDomain, load_distilled
+
+    calc, m = load_distilled(arg, device)
+    domain = DistilledDomain(**m["domain"])
+    teacher = m.get("teacher", {}).get("spec") or ", ".join(m.get("teacher", {}).get("dft_files", [])) or "?"
+    return ForceField(
+        name=f"distilled:{arg}",
+        calculator=calc,
+        version=f"mace {m.get('mace_version', '?')} distilled from {teacher}",
+        cutoff_A=float(m["config"]["r_max_A"]),
+        elements=frozenset(domain.elements),
+        info={"device": device, "distilled_teacher": teacher,
+              "distilled_force_rmse_meV_A": m["errors"]["force_rmse_meV_A"]},
+        domain=domain,
+    )
 
 
 @register_forcefield("finetuned")

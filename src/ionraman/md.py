@@ -314,6 +314,7 @@ def run_md(
     ckpt = checkpoint_path(out)
     atoms = atoms.copy()
     forcefield.check_elements(atoms, label)
+    domain_notes = forcefield.check_domain(atoms, config.temperature_K, label)
     monitor = None
     if integrity != "off":
         mobile = (metadata or {}).get("mobile_ion")
@@ -334,6 +335,7 @@ def run_md(
         "npt_ps": config.npt_ps,
         "relax": config.relax,
         "seed": config.seed,
+        **({"forcefield_domain_warnings": domain_notes} if domain_notes else {}),
         "thermostat": f"Bussi stochastic velocity rescaling (NVT), tau = {config.thermostat_tau_fs:g} fs",
         "equilibration_thermostat": f"Bussi, tau = {config.equilibration_tau_fs:g} fs",
         "ionraman_version": __version__,

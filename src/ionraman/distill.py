@@ -1,0 +1,445 @@
+"""Distil a fast system-specific force field from a teacher (``ionraman distill``).
+
+Workflow (docs/physics/distillation.md), every stage a file in the output folder, so an
+interrupted run resumes where it stopped:
+
+1. **sample** (``sample/*.h5``): the teacher's own MD at each temperature in the
+   candidate's cell, in isotropically strained copies of it and (optionally) in a copy
+   with one mobile-ion vacancy — the configurations a screening run will visit. The
+   chemical-integrity monitor watches every run; a teacher whose framework breaks is
+   refused (distil from a model that passed that check, issue #10), unless the caller
+   allows it, which is recorded.
+2. **label** (``data/train.xyz``, ``data/valid.xyz``): frames every ``frame_every_fs``
+   of each production run, labelled with the teacher's energies and forces — or, for
+   extxyz inputs that carry DFT energies/forces (``info['energy_eV']``,
+   ``arrays['forces_dft']``), those first-principles labels instead.
+3. **train** (``train/``): a MACE model (Batatia et al., NeurIPS 2022) trained with
+   mace-torch's own trainer (``mace.cli.run_train``: E0s by least squares, EMA,
+   ReduceLROnPlateau, checkpoints; ``--restart_latest`` resumes). One interaction
+   layer, L_max = 1 features, ℓ_max = 2 and correlation order 2 were chosen by
+   measured speed and accuracy (docs/physics/distillation.md): a 5 Å receptive
+   field, like the teacher's atom graph, at about 1/20 of CHGNet's cost.
+4. **validate** (``distilled.json``): force RMSE/MAE per element and energy error on
+   the held-out frames, and the domain of the training data (elements, compositions,
+   temperatures, volumes per atom) that :class:`DistilledDomain` checks at run time.
+
+The result is a folder that ``--forcefield distilled:FOLDER`` loads anywhere.
+Units: eV, Å, K, fs/ps as named.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+
+from .errors import InputError
+
+__all__ = ["DistillConfig", "DistillResult", "DistilledDomain", "distill", "load_distilled", "MANIFEST"]
+
+MANIFEST = "distilled.json"
+MODEL_FILE = "model.model"
+# keys of the training files; mace-torch reads them with --energy_key/--forces_key
+_E, _F = "REF_energy", "REF_forces"
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Settings of one distillation. Temperatures K, times ps/fs, lengths Å."""
+
+    teacher: str = "auto"
+    temperatures_K: tuple[float, ...] = (300.0, 500.0, 700.0, 900.0)
+    md_time_ps: float = 1.0
+    equilibrate_ps: float = 0.2
+    timestep_fs: float = 2.0
+    frame_every_fs: float = 40.0
+    strains: tuple[float, ...] = (-0.015, 0.015)  # linear strains of the extra cells
+    vacancy: bool = True  # one extra cell with one mobile ion removed
+    supercell: str | None = None  # None: the structure's own cell
+    val_fraction: float = 0.1
+    seed: int = 0
+    allow_broken_teacher: bool = False
+    # MACE architecture and training
+    r_max_A: float = 5.0
+    num_channels: int = 32
+    max_L: int = 1
+    max_ell: int = 2
+    correlation: int = 2
+    num_interactions: int = 1
+    epochs: int = 80
+    batch_size: int = 4
+    lr: float = 0.01
+    energy_weight: float = 1.0
+    forces_weight: float = 100.0
+    dtype: str = "float32"
+
+    def validate(self) -> None:
+        if not self.temperatures_K or min(self.temperatures_K) <= 0:
+            raise InputError(f"--temperatures {self.temperatures_K}: give positive temperatures in K, e.g. 300,500,700,900.")
+        if not 0.0 < self.val_fraction < 0.5:
+            raise InputError(f"--val-fraction {self.val_fraction}: give a fraction between 0 and 0.5, e.g. 0.1.")
+        if self.frame_every_fs < self.timestep_fs:
+            raise InputError(f"--frame-every {self.frame_every_fs} fs is shorter than the time step {self.timestep_fs} fs.")
+        if any(abs(s) >= 0.1 for s in self.strains):
+            raise InputError(f"--strains {self.strains}: linear strains above 10 % leave the physical range; use e.g. -0.015,0.015.")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise InputError("--epochs and --batch-size must be positive integers.")
+
+    def mace_args(self) -> list[str]:
+        hidden = f"{self.num_channels}x0e" + "".join(f"+{self.num_channels}x{l}{'o' if l % 2 else 'e'}" for l in range(1, self.max_L + 1))
+        return [
+            "--model", "MACE", "--r_max", str(self.r_max_A), "--hidden_irreps", hidden,
+            "--max_ell", str(self.max_ell), "--correlation", str(self.correlation),
+            "--num_interactions", str(self.num_interactions), "--MLP_irreps", "16x0e",
+            "--num_radial_basis", "8", "--num_cutoff_basis", "5",
+            "--E0s", "average", "--scaling", "rms_forces_scaling",
+            "--loss", "weighted", "--energy_weight", str(self.energy_weight), "--forces_weight", str(self.forces_weight),
+            "--max_num_epochs", str(self.epochs), "--batch_size", str(self.batch_size), "--valid_batch_size", "16",
+            "--lr", str(self.lr), "--scheduler_patience", "5", "--patience", "30", "--ema", "--ema_decay", "0.99",
+            "--amsgrad", "--default_dtype", self.dtype, "--seed", str(self.seed), "--device", "cpu",
+            "--eval_interval", "1", "--error_table", "PerAtomRMSE", "--energy_key", _E, "--forces_key", _F,
+        ]
+
+
+@dataclass
+class DistilledDomain:
+    """Where a distilled model was trained: outside it, its forces are extrapolations.
+
+    ``check`` raises for unknown elements (the model has no embedding for them) and
+    warns, in one sentence, for temperatures above the hottest training run by more than
+    10 %, compositions (atom fractions) more than 0.05 away from every training cell, and
+    volumes per atom outside the sampled range by more than 3 %.
+    """
+
+    elements: list[str]
+    temperatures_K: list[float]
+    compositions: list[dict[str, float]]
+    volume_per_atom_A3: list[float]  # [min, max]
+
+    def check(self, atoms: Atoms, temperature_K: float | None = None, label: str = "structure", name: str = "distilled") -> list[str]:
+        missing = sorted(set(atoms.get_chemical_symbols()) - set(self.elements))
+        if missing:
+            raise InputError(
+                f"{label}: the distilled force field '{name}' was trained on {', '.join(self.elements)} only and "
+                f"cannot describe {', '.join(missing)}; distil a model that includes them (ionraman distill)."
+            )
+        notes = []
+        if temperature_K is not None and temperature_K > 1.1 * max(self.temperatures_K):
+            notes.append(f"{temperature_K:g} K is above the hottest training run ({max(self.temperatures_K):g} K)")
+        if temperature_K is not None and temperature_K < 0.5 * min(self.temperatures_K):
+            notes.append(f"{temperature_K:g} K is far below the coldest training run ({min(self.temperatures_K):g} K)")
+        comp = _composition(atoms)
+        dist = min(max(abs(comp.get(e, 0.0) - c.get(e, 0.0)) for e in set(comp) | set(c)) for c in self.compositions)
+        if dist > 0.05:
+            notes.append(f"its composition differs from every training cell by up to {dist:.2f} in atom fraction")
+        v = atoms.get_volume() / len(atoms)
+        lo, hi = self.volume_per_atom_A3
+        if not 0.97 * lo <= v <= 1.03 * hi:
+            notes.append(f"its volume {v:.2f} Å³/atom is outside the training range {lo:.2f}–{hi:.2f} Å³/atom")
+        for n in notes:
+            warnings.warn(f"{label}: distilled force field '{name}' runs outside its training data: {n}; "
+                          "its forces there are extrapolations — distil again with this range included.", stacklevel=2)
+        return notes
+
+
+@dataclass
+class DistillResult:
+    """What ``distill`` produced: the model folder and its held-out errors."""
+
+    path: Path
+    n_train: int
+    n_valid: int
+    errors: dict[str, Any]
+    domain: DistilledDomain
+    teacher: dict[str, Any]
+    train_wall_time_s: float
+    flagged: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        return d
+
+
+def _composition(atoms: Atoms) -> dict[str, float]:
+    s = atoms.get_chemical_symbols()
+    return {e: s.count(e) / len(s) for e in sorted(set(s))}
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=float))
+    os.replace(tmp, path)
+
+
+def _write_xyz(path: Path, frames: Sequence[Atoms]) -> None:
+    import ase.io
+
+    tmp = path.with_name(path.name + ".tmp")
+    ase.io.write(tmp, list(frames), format="extxyz")
+    os.replace(tmp, path)
+
+
+def _strained(atoms: Atoms, eps: float) -> Atoms:
+    a = atoms.copy()
+    a.set_cell(atoms.cell.array * (1.0 + eps), scale_atoms=True)
+    return a
+
+
+def _remove_mobile(atoms: Atoms, mobile: str | None, seed: int) -> Atoms | None:
+    if not mobile or mobile not in atoms.get_chemical_symbols():
+        return None
+    idx = [i for i, s in enumerate(atoms.get_chemical_symbols()) if s == mobile]
+    a = atoms.copy()
+    del a[int(np.random.default_rng(seed).choice(idx))]
+    return a
+
+
+def _dft_labelled(path: Path) -> list[Atoms] | None:
+    """Frames of an extxyz that carry DFT energies and forces, else None (a structure file)."""
+    if path.suffix.lower() not in (".xyz", ".extxyz"):
+        return None
+    import ase.io
+
+    from .ffvalidation import ENERGY_KEY, FORCES_KEY
+
+    frames = ase.io.read(path, ":")
+    if not all(ENERGY_KEY in a.info and FORCES_KEY in a.arrays for a in frames):
+        return None
+    out = []
+    for a in frames:
+        b = Atoms(a.numbers, a.positions, cell=a.cell, pbc=True)
+        b.info[_E] = float(a.info[ENERGY_KEY])
+        b.arrays[_F] = np.asarray(a.arrays[FORCES_KEY], float)
+        b.info["label_source"] = str(a.info.get("dft_source", "dft"))
+        out.append(b)
+    return out
+
+
+def _sample(structures: Sequence[Any], cfg: DistillConfig, out: Path, log: Callable[[str], None]) -> tuple[list[Atoms], dict[str, Any], list[str]]:
+    """Stages 1–2 for structures (specs or :class:`~ionraman.structures.LoadedStructure`): teacher MD and labels."""
+    from .forcefields import get_forcefield, resolve_forcefield
+    from .md import MDConfig, checkpoint_path, run_md
+    from .structures import load_structure
+    from .trajectory import read_h5md
+
+    frames: list[Atoms] = []
+    flagged: list[str] = []
+    teacher_info: dict[str, Any] = {}
+    sample_dir = out / "sample"
+    sample_dir.mkdir(parents=True, exist_ok=True)
+    ff_cache: dict[str, Any] = {}
+    for spec in structures:
+        loaded = spec if hasattr(spec, "atoms") else load_structure(spec, supercell=cfg.supercell, seed=cfg.seed)
+        tspec = resolve_forcefield(cfg.teacher, loaded.name)
+        if tspec not in ff_cache:
+            ff_cache[tspec] = get_forcefield(tspec)
+        teacher = ff_cache[tspec]
+        teacher_info = teacher.describe() | {"spec": tspec}
+        base = loaded.atoms
+        cells = [("", base)] + [(f"strain{e:+.3f}", _strained(base, e)) for e in cfg.strains]
+        vac = _remove_mobile(base, loaded.mobile_ion, cfg.seed) if cfg.vacancy else None
+        if vac is not None:
+            cells.append((f"vac{loaded.mobile_ion}", vac))
+        stem = _slug(loaded.name)
+        for tag, atoms in cells:
+            for T in cfg.temperatures_K:
+                name = f"{stem}{'_' + tag if tag else ''}_{T:g}K"
+                path = sample_dir / f"{name}.h5"
+                mdc = MDConfig(temperature_K=float(T), time_ps=cfg.md_time_ps, timestep_fs=cfg.timestep_fs,
+                               equilibrate_ps=cfg.equilibrate_ps, sample_every=max(1, int(round(cfg.frame_every_fs / cfg.timestep_fs))),
+                               seed=cfg.seed)
+                if not path.exists() or checkpoint_path(path).exists():
+                    log(f"teacher MD {name} ({len(atoms)} atoms, {cfg.md_time_ps:g} ps)")
+                    run_md(atoms, teacher, mdc, path, resume=True, metadata=loaded.describe() | {"distill_cell": tag or "base"},
+                           integrity="flag")
+                traj = read_h5md(path)
+                integ = traj.metadata.get("integrity", {})
+                if integ and not integ.get("ok", True):
+                    msg = f"{name}: teacher '{tspec}' broke the framework at {integ.get('first_failure_ps')} ps ({integ.get('reason')})"
+                    if not cfg.allow_broken_teacher:
+                        raise InputError(
+                            f"{msg}; distil from a force field that keeps it intact (fine-tune it: ionraman finetune) "
+                            "or pass --allow-broken-teacher to distil the broken dynamics on purpose."
+                        )
+                    flagged.append(msg)
+                calc = teacher.calculator
+                for k in range(1, traj.n_frames):  # frame 0 is the start of production, kept out as correlated with equilibration
+                    a = traj.atoms(k, wrap=True)
+                    a.calc = calc
+                    b = Atoms(a.numbers, a.positions, cell=a.cell, pbc=True)
+                    b.info[_E] = float(a.get_potential_energy())
+                    b.arrays[_F] = np.asarray(a.get_forces(), float)
+                    b.info.update(label_source=f"teacher:{tspec}", temperature_K=float(T), cell_tag=tag or "base", source=str(path.name))
+                    frames.append(b)
+    return frames, teacher_info, flagged
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-._" else "_" for c in Path(str(name)).stem)
+
+
+def _split(frames: list[Atoms], val_fraction: float, seed: int) -> tuple[list[Atoms], list[Atoms]]:
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(len(frames))
+    n_val = max(1, int(round(val_fraction * len(frames))))
+    if len(frames) - n_val < 2:
+        raise InputError(f"only {len(frames)} labelled frames; run longer teacher MD (--md-time) or sample more often (--frame-every).")
+    val = set(idx[:n_val].tolist())
+    return [f for i, f in enumerate(frames) if i not in val], [f for i, f in enumerate(frames) if i in val]
+
+
+def _train(cfg: DistillConfig, out: Path, log: Callable[[str], None]) -> float:
+    """Run mace-torch's trainer in a subprocess (it sets global torch state); resumable."""
+    tdir = out / "train"
+    tdir.mkdir(exist_ok=True)
+    cmd = [sys.executable, "-m", "mace.cli.run_train", "--name", "distilled",
+           "--train_file", str(out / "data" / "train.xyz"), "--valid_file", str(out / "data" / "valid.xyz"),
+           "--work_dir", str(tdir), "--model_dir", str(tdir), "--checkpoints_dir", str(tdir / "checkpoints"),
+           "--results_dir", str(tdir / "results"), "--log_dir", str(tdir / "logs"), "--restart_latest", *cfg.mace_args()]
+    log(f"training MACE ({cfg.epochs} epochs max); log in {tdir / 'logs'}")
+    t0 = time.perf_counter()
+    with open(tdir / "train.stdout", "a") as fh:
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=os.environ | {"PYTHONWARNINGS": "ignore"})
+    if proc.returncode != 0:
+        tail = (tdir / "train.stdout").read_text().strip().splitlines()[-5:]
+        raise RuntimeError(f"MACE training failed (exit {proc.returncode}); see {tdir / 'train.stdout'}: " + " | ".join(tail))
+    produced = tdir / "distilled.model"
+    if not produced.exists():
+        raise RuntimeError(f"MACE training finished without {produced}; see {tdir / 'train.stdout'}.")
+    shutil.copy(produced, out / (MODEL_FILE + ".tmp"))
+    os.replace(out / (MODEL_FILE + ".tmp"), out / MODEL_FILE)
+    return time.perf_counter() - t0
+
+
+def distill(
+    inputs: Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    config: DistillConfig | None = None,
+    progress: bool = True,
+) -> DistillResult:
+    """Distil a MACE force field from the teacher (or from DFT-labelled extxyz inputs) into ``output``.
+
+    ``inputs``: built-in names or structure files (sampled with the teacher), and/or extxyz
+    files with DFT energies/forces (used as labelled frames directly). Resumes from what is
+    in ``output``; a finished folder (with ``distilled.json``) is returned as is.
+    """
+    cfg = config or DistillConfig()
+    cfg.validate()
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = out / MANIFEST
+    if manifest.exists():
+        return _result_from_manifest(out, json.loads(manifest.read_text()))
+    settings_file = out / "settings.json"
+    names = [_input_name(p) for p in inputs]
+    settings = {"config": asdict(cfg), "inputs": names}
+    if settings_file.exists() and json.loads(settings_file.read_text()) != json.loads(json.dumps(settings)):
+        raise InputError(f"{out} holds a distillation with other settings ({settings_file}); use a new -o folder or delete it.")
+    _write_json(settings_file, settings)
+    log = (lambda m: print(f"[distill] {m}", file=sys.stderr, flush=True)) if progress else (lambda m: None)
+
+    data = out / "data"
+    data.mkdir(exist_ok=True)
+    teacher_info: dict[str, Any] = {}
+    flagged: list[str] = []
+    if not (data / "valid.xyz").exists():
+        labelled: list[Atoms] = []
+        structures = []
+        for p in inputs:
+            dft = _dft_labelled(Path(p)) if isinstance(p, (str, os.PathLike)) and Path(p).exists() else None
+            if dft is not None:
+                labelled += dft
+                teacher_info.setdefault("dft_files", []).append(str(p))
+            else:
+                structures.append(p if hasattr(p, "atoms") else str(p))
+        if structures:
+            frames, tinfo, flagged = _sample(structures, cfg, out, log)
+            labelled += frames
+            teacher_info |= tinfo
+        if not labelled:
+            raise InputError("distill got no structures and no DFT-labelled extxyz; give a built-in name, a structure file or labelled frames.")
+        train, valid = _split(labelled, cfg.val_fraction, cfg.seed)
+        _write_xyz(data / "train.xyz", train)
+        _write_xyz(data / "valid.xyz", valid)
+        _write_json(data / "teacher.json", {"teacher": teacher_info, "flagged": flagged})
+    else:
+        t = json.loads((data / "teacher.json").read_text())
+        teacher_info, flagged = t["teacher"], t["flagged"]
+
+    import ase.io
+
+    train = ase.io.read(data / "train.xyz", ":")
+    valid = ase.io.read(data / "valid.xyz", ":")
+    wall = _train(cfg, out, log) if not (out / MODEL_FILE).exists() else 0.0
+    log("validating on held-out frames")
+    errors = _validate(out / MODEL_FILE, valid, cfg.dtype)
+    temps = sorted({float(a.info["temperature_K"]) for a in train if "temperature_K" in a.info}) or [float(t) for t in cfg.temperatures_K]
+    comps = []
+    for a in train:
+        c = _composition(a)
+        if c not in comps:
+            comps.append(c)
+    vols = [float(a.get_volume() / len(a)) for a in train]
+    domain = DistilledDomain(sorted({s for a in train for s in a.get_chemical_symbols()}), temps, comps, [min(vols), max(vols)])
+    import mace
+
+    res = DistillResult(out, len(train), len(valid), errors, domain, teacher_info, round(wall, 1), flagged)
+    _write_json(manifest, {**res.to_dict(), "model_file": MODEL_FILE, "mace_version": getattr(mace, "__version__", "?"),
+                           "config": asdict(cfg), "architecture": "MACE", "dtype": cfg.dtype})
+    return res
+
+
+def _input_name(p: Any) -> Any:
+    """What identifies an input in settings.json: its spec, or a loaded structure's provenance."""
+    if hasattr(p, "describe"):
+        return p.describe()
+    return str(p)
+
+
+def _validate(model_path: Path, frames: Sequence[Atoms], dtype: str) -> dict[str, Any]:
+    from .ffvalidation import force_errors
+
+    calc = _mace_calculator(model_path, dtype)
+    err, _ = force_errors(frames, calc, energy_key=_E, forces_key=_F)
+    return err.to_dict()
+
+
+def _mace_calculator(model_path: Path, dtype: str = "float32", device: str = "cpu") -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import contextlib
+        import io
+
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            from mace.calculators import MACECalculator
+
+            return MACECalculator(model_paths=str(model_path), device=device, default_dtype=dtype)
+
+
+def _result_from_manifest(out: Path, m: dict[str, Any]) -> DistillResult:
+    return DistillResult(out, m["n_train"], m["n_valid"], m["errors"], DistilledDomain(**m["domain"]), m["teacher"],
+                         m["train_wall_time_s"], m.get("flagged", []))
+
+
+def load_distilled(path: str | os.PathLike, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
+    """The MACE calculator of a distilled folder and its manifest."""
+    p = Path(path)
+    if p.is_file() and p.name == MANIFEST:
+        p = p.parent
+    manifest = p / MANIFEST
+    if not manifest.exists():
+        raise InputError(f"--forcefield distilled:{path}: no {MANIFEST} in that folder; give the -o folder of a finished `ionraman distill`.")
+    m = json.loads(manifest.read_text())
+    return _mace_calculator(p / m.get("model_file", MODEL_FILE), m.get("dtype", "float32"), device), m

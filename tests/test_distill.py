@@ -1,0 +1,127 @@
+"""Distillation of a fast force field (issue #7): end to end on a tiny system, save/load, domain."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+from ase.build import bulk
+
+from ionraman.distill import MANIFEST, DistillConfig, DistilledDomain, distill
+from ionraman.errors import InputError
+from ionraman.forcefields import get_forcefield
+
+pytest.importorskip("mace")
+
+SHARED_TRAINING = Path(__file__).resolve().parents[1] / "src" / "ionraman" / "data" / "forcefields" / "training"
+
+TINY = DistillConfig(teacher="python:ase.calculators.emt:EMT", temperatures_K=(300.0, 900.0), md_time_ps=0.2,
+                     equilibrate_ps=0.02, frame_every_fs=10.0, strains=(0.01,), vacancy=False, num_channels=8,
+                     epochs=3, batch_size=4, r_max_A=4.0)
+
+
+@pytest.fixture(scope="module")
+def distilled(tmp_path_factory):
+    d = tmp_path_factory.mktemp("distill")
+    cu = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 1, 1))
+    ase.io.write(d / "cu.extxyz", cu)
+    res = distill([str(d / "cu.extxyz")], d / "ff", TINY, progress=False)
+    return d, res
+
+
+def test_distill_end_to_end_learns_the_teacher(distilled):
+    d, res = distilled
+    # 2 temperatures × 2 cells × 20 production frames (frame 0 left out) = 76 frames + 4 extra
+    assert res.n_train + res.n_valid == 4 * 20
+    assert res.n_valid == 8
+    err = res.errors
+    # three epochs already take the force error far below the force scale itself
+    assert err["force_rmse_meV_A"] < 0.3 * err["force_rms_dft_meV_A"]
+    assert res.domain.elements == ["Cu"]
+    assert res.domain.temperatures_K == [300.0, 900.0]
+    lo, hi = res.domain.volume_per_atom_A3
+    assert lo == pytest.approx(3.6**3 / 4, rel=1e-6) and hi == pytest.approx(3.6**3 / 4 * 1.01**3, rel=1e-6)
+    m = json.loads((d / "ff" / MANIFEST).read_text())
+    assert m["architecture"] == "MACE" and m["teacher"]["spec"] == "python:ase.calculators.emt:EMT"
+
+
+def test_saved_and_loaded_model_gives_identical_forces(distilled):
+    d, _ = distilled
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 1))
+    atoms.rattle(0.05, seed=3)
+    f = []
+    for _ in range(2):  # two independent loads from disk
+        ff = get_forcefield(f"distilled:{d / 'ff'}")
+        a = atoms.copy()
+        a.calc = ff.calculator
+        f.append(a.get_forces())
+    np.testing.assert_array_equal(f[0], f[1])
+    assert np.abs(f[0]).max() > 0.01  # a rattled crystal feels forces
+    assert ff.cutoff_A == 4.0 and ff.elements == frozenset({"Cu"})
+
+
+def test_resume_returns_the_finished_model_without_retraining(distilled):
+    d, res = distilled
+    model = d / "ff" / "model.model"
+    mtime = model.stat().st_mtime_ns
+    again = distill([str(d / "cu.extxyz")], d / "ff", TINY, progress=False)
+    assert model.stat().st_mtime_ns == mtime
+    assert again.errors == res.errors
+
+
+def test_other_settings_in_the_same_folder_are_refused(distilled, tmp_path):
+    d, _ = distilled
+    out = tmp_path / "ff"
+    out.mkdir()
+    (out / "settings.json").write_text(json.dumps({"config": {}, "inputs": []}))
+    with pytest.raises(InputError, match="other settings"):
+        distill([str(d / "cu.extxyz")], out, TINY, progress=False)
+
+
+def test_running_outside_the_training_domain_warns_and_unknown_elements_fail(distilled):
+    d, _ = distilled
+    ff = get_forcefield(f"distilled:{d / 'ff'}")
+    inside = bulk("Cu", "fcc", a=3.6, cubic=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ff.check_domain(inside, 600.0) == []
+    with pytest.warns(UserWarning, match="above the hottest training run"):
+        notes = ff.check_domain(inside, 1500.0)
+    assert len(notes) == 1
+    with pytest.warns(UserWarning, match="volume"):
+        ff.check_domain(bulk("Cu", "fcc", a=3.9, cubic=True), 600.0)
+    with pytest.raises(InputError, match="cannot describe Ag"):
+        ff.check_domain(bulk("Ag", "fcc", a=4.1), 300.0)
+
+
+def test_domain_flags_a_different_composition():
+    dom = DistilledDomain(["Na", "S", "Sb"], [300.0, 900.0], [{"Na": 0.375, "S": 0.5, "Sb": 0.125}], [20.0, 22.0])
+    from ase import Atoms
+
+    na2s = Atoms("Na8S4", positions=np.random.default_rng(0).random((12, 3)) * 7, cell=[7, 7, 7], pbc=True)
+    na2s.set_cell(na2s.cell * (21.0 * 12 / na2s.get_volume()) ** (1 / 3), scale_atoms=True)
+    with pytest.warns(UserWarning, match="composition differs"):
+        dom.check(na2s, 600.0)
+
+
+def test_distill_from_dft_labelled_extxyz_uses_the_dft_labels(tmp_path):
+    xyz = SHARED_TRAINING / "Na3SbS4-cubic.xyz"
+    cfg = DistillConfig(teacher="none-needed", num_channels=8, epochs=1, batch_size=4, val_fraction=0.2)
+    res = distill([str(xyz)], tmp_path / "ff", cfg, progress=False)
+    n = len(ase.io.read(xyz, ":"))
+    assert res.n_train + res.n_valid == n and res.n_valid == round(0.2 * n)
+    assert res.teacher["dft_files"] == [str(xyz)]
+    assert not (tmp_path / "ff" / "sample").exists()  # no teacher MD
+    train = ase.io.read(tmp_path / "ff" / "data" / "train.xyz", ":")
+    assert {a.info["label_source"] for a in train} == {"cp2k"}
+
+
+def test_bad_settings_are_refused_in_one_sentence(tmp_path):
+    with pytest.raises(InputError, match="--val-fraction"):
+        distill(["x"], tmp_path / "a", DistillConfig(val_fraction=0.7), progress=False)
+    with pytest.raises(InputError, match="--strains"):
+        distill(["x"], tmp_path / "b", DistillConfig(strains=(0.2,)), progress=False)
