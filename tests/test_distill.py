@@ -125,3 +125,38 @@ def test_bad_settings_are_refused_in_one_sentence(tmp_path):
         distill(["x"], tmp_path / "a", DistillConfig(val_fraction=0.7), progress=False)
     with pytest.raises(InputError, match="--strains"):
         distill(["x"], tmp_path / "b", DistillConfig(strains=(0.2,)), progress=False)
+
+
+def test_a_campaign_distils_once_per_candidate_with_one_setting(tmp_path):
+    from ionraman.screening import tasks as T
+    from ionraman.screening.spec import load_campaign
+
+    cu = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 1, 1))
+    ase.io.write(tmp_path / "cu.extxyz", cu)
+    toml = tmp_path / "c.toml"
+    toml.write_text(
+        f'name = "d"\ntemperatures_K = [300, 600]\noutput_dir = "{tmp_path / "run"}"\ncandidates = ["{tmp_path / "cu.extxyz"}"]\n'
+        '[md]\nforcefield = "distilled"\ndistill_teacher = "python:ase.calculators.emt:EMT"\n'
+        "distill_md_time_ps = 0.1\ndistill_epochs = 1\ndistill_channels = 8\ntime_ps = 1.0\n"
+    )
+    tasks = [t for t in load_campaign(toml).tasks() if t.kind == "md"]
+    assert len(tasks) == 2
+    spec0 = T._distilled_forcefield(tasks[0])
+    model = Path(spec0.split(":", 1)[1]) / "model.model"
+    mtime = model.stat().st_mtime_ns
+    assert T._distilled_forcefield(tasks[1]) == spec0  # both temperatures share one model
+    assert model.stat().st_mtime_ns == mtime
+    ff = get_forcefield(spec0)
+    assert ff.info["distilled_teacher"] == "python:ase.calculators.emt:EMT"
+
+
+def test_distillation_settings_enter_task_keys_only_for_distilled_campaigns():
+    from dataclasses import replace
+
+    from ionraman.screening.spec import preset
+
+    t = preset("demo").tasks()[0]
+    other = replace(t, md=replace(t.md, distill_epochs=5))
+    assert other.key == t.key  # demo results stay valid
+    d = replace(t, md=replace(t.md, forcefield="distilled"))
+    assert replace(d, md=replace(d.md, distill_epochs=5)).key != d.key

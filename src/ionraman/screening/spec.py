@@ -75,6 +75,18 @@ class MDSpec:
     thermostat_tau_fs: float = 100.0
     integrity: str = "flag"
     seed: int = 0
+    # forcefield = "distilled": distil the teacher once per candidate with these settings
+    distill_teacher: str = "auto"
+    distill_md_time_ps: float = 1.0
+    distill_epochs: int = 80
+    distill_channels: int = 32
+
+    def key_dict(self) -> dict[str, Any]:
+        """The settings that change results (distillation settings only when a model is distilled)."""
+        d = asdict(self)
+        if self.forcefield not in ("distilled", "distilled:auto"):
+            d = {k: v for k, v in d.items() if not k.startswith("distill_")}
+        return d
 
 
 @dataclass(frozen=True)
@@ -118,7 +130,7 @@ class TaskSpec:
             "kind": self.kind,
             "candidate": asdict(self.candidate),
             "temperature_K": self.temperature_K,
-            "md": asdict(self.md),
+            "md": self.md.key_dict(),
             "spectrum": asdict(self.spectrum),
             "fingerprint": asdict(self.fingerprint),
         }
@@ -171,7 +183,7 @@ class CampaignSpec:
             "candidates": [asdict(c) for c in self.candidates],
             "temperatures_K": list(self.temperatures_K),
             "output_dir": self.output_dir,
-            "md": asdict(self.md),
+            "md": self.md.key_dict(),
             "spectrum": asdict(self.spectrum),
             "fingerprint": asdict(self.fingerprint),
             "source": self.source,

@@ -55,6 +55,29 @@ def _structure(task: TaskSpec, cutoff_A: float) -> Any:
     )
 
 
+def _distilled_forcefield(task: TaskSpec) -> str:
+    """``forcefield = "distilled"``: distil the candidate's teacher (``auto``) once, in the
+    candidate's own cell, cached under ``<output_dir>/forcefields/`` and shared by every
+    temperature and rerun; a lock keeps parallel workers from distilling it twice."""
+    import fcntl
+    from dataclasses import asdict
+
+    from ..distill import DistillConfig, distill
+    from .spec import _slug
+
+    md = task.md
+    cfg = DistillConfig(teacher=md.distill_teacher, md_time_ps=md.distill_md_time_ps, epochs=md.distill_epochs,
+                        num_channels=md.distill_channels, seed=md.seed)
+    key = hashlib.sha256(json.dumps({"candidate": asdict(task.candidate), "distill": asdict(cfg)}, sort_keys=True,
+                                    default=str).encode()).hexdigest()[:12]
+    folder = Path(task.output_dir) / "forcefields" / f"{_slug(task.candidate.name)}_{key}"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        distill([_structure(task, cfg.r_max_A)], folder, cfg, progress=False)
+    return f"distilled:{folder}"
+
+
 def _artifact(path: Path, root: Path) -> dict[str, str]:
     return {"path": str(path.relative_to(root)), "sha256": file_hash(path)}
 
@@ -73,7 +96,10 @@ def _prepare(task: TaskSpec) -> tuple[Path, Path, Any, Any, Any, dict[str, Any]]
     root = Path(task.output_dir)
     wd = task.workdir
     wd.mkdir(parents=True, exist_ok=True)
-    ff = _forcefield(resolve_forcefield(task.md.forcefield, task.candidate.name, task.candidate.structure))
+    spec = task.md.forcefield
+    if spec in ("distilled", "distilled:auto"):
+        spec = _distilled_forcefield(task)
+    ff = _forcefield(resolve_forcefield(spec, task.candidate.name, task.candidate.structure))
     loaded = _structure(task, ff.cutoff_A)
     model, model_info = resolve_model(task.spectrum.polarizability_model, loaded.name, loaded.atoms)
     return root, wd, ff, loaded, model, model_info
