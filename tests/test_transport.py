@@ -228,6 +228,21 @@ def test_vdos_harmonic_oscillator_peak():
     assert tr.vdos(traj, "Li").peak_cm1 == pytest.approx(200.0, abs=5.0)
 
 
+def test_vdos_overlap_of_shifted_gaussians_is_erfc():
+    from math import erfc, sqrt
+
+    nu = np.linspace(0, 1000, 20001)
+
+    def g(center, sigma=20.0):
+        y = np.exp(-0.5 * ((nu - center) / sigma) ** 2)
+        return tr.VDOSResult(None, nu, nu / 33.356, y / np.trapezoid(y, nu), np.zeros(1), np.zeros(1), None, True, 1.0)
+
+    assert tr.vdos_overlap(g(300), g(300)) == pytest.approx(1.0, abs=1e-9)
+    for delta in (10.0, 40.0, 100.0):
+        assert tr.vdos_overlap(g(300), g(300 + delta)) == pytest.approx(erfc(delta / (2 * sqrt(2) * 20.0)), abs=1e-4)
+    assert tr.vdos_overlap(g(200), g(700)) < 1e-6
+
+
 # --------------------------------------------------------------------------- sites
 
 

@@ -46,6 +46,7 @@ __all__ = [
     "VanHoveResult",
     "NonGaussianResult",
     "VDOSResult",
+    "vdos_overlap",
     "SiteAnalysisResult",
     "SpeciesTransport",
     "TransportResult",
@@ -950,6 +951,25 @@ def vdos(
         mass_weighted=bool(mass_weighted),
         resolution_cm1=float(1.0 / (2.0 * t_max) * _PER_FS_TO_THZ * THZ_TO_CM1),
     )
+
+
+def vdos_overlap(a: VDOSResult, b: VDOSResult, max_cm1: float | None = None) -> float:
+    """Overlap O = ∫ min(g_a, g_b) dν̃ of two unit-area VDOS (docs/physics/transport.md).
+
+    O = 1 − ½∫|g_a − g_b| dν̃: 1 for identical spectra, 0 for disjoint ones; for two
+    Gaussians of width σ shifted by δ, O = erfc(δ / (2√2 σ)). Both are interpolated onto the
+    finer of the two grids up to ``max_cm1`` (default: the lower Nyquist limit) and
+    renormalised there, so runs with different frame intervals compare.
+    """
+    top = min(a.frequency_cm1[-1], b.frequency_cm1[-1]) if max_cm1 is None else float(max_cm1)
+    step = min(np.diff(a.frequency_cm1[:2])[0], np.diff(b.frequency_cm1[:2])[0])
+    nu = np.arange(0.0, top + 0.5 * step, step)
+    ga = np.interp(nu, a.frequency_cm1, a.dos_per_cm1)
+    gb = np.interp(nu, b.frequency_cm1, b.dos_per_cm1)
+    trap = np.trapezoid if hasattr(np, "trapezoid") else np.trapz
+    ga, gb = np.clip(ga, 0, None), np.clip(gb, 0, None)  # windowed transforms can dip slightly below zero
+    ga, gb = ga / trap(ga, nu), gb / trap(gb, nu)
+    return float(trap(np.minimum(ga, gb), nu))
 
 
 # --------------------------------------------------------------------------- site analysis

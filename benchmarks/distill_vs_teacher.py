@@ -1,0 +1,132 @@
+#!/usr/bin/env python
+"""Distilled force field against its teacher on 128-atom cubic Na3SbS4 (issue #7 bar).
+
+1. distil (cached in --work/ff): `ionraman.distill.distill` on the 16-atom cubic cell and a
+   W-doped 31-atom cell (1x2x1, Sb:W:0.25, two Na vacancies), teacher MD at 300–900 K,
+   strained cells and a vacancy;
+2. held-out forces: teacher MD of the 128-atom 2x2x2 cell at 300, 600 and 900 K (never seen
+   in training), frames labelled by the teacher → force RMSE of the distilled model;
+3. throughput, Na tracer D and VDOS at --temperature (700 K) from MD of equal length with
+   both models in the same run, on the same cell (--d-cell: the stoichiometric 2x2x2 or the
+   W-doped 2x2x2, Na46Sb14W2S64, where vacancies make Na move);
+4. a warning check: the distilled model at 1500 K must warn that it runs outside its range.
+
+Prints one JSON object: speedup, force_rmse_meV_A (+ per element), D_ratio, D_ratio_err,
+vdos_overlap, and the per-model details. Every MD run resumes from its checkpoint.
+
+Usage: python benchmarks/distill_vs_teacher.py [--teacher auto] [--time 10] [--d-cell doped]
+           [--work runs/bench_distill]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ionraman import transport
+from ionraman.distill import DistillConfig, distill
+from ionraman.ffvalidation import force_errors
+from ionraman.forcefields import get_forcefield, resolve_forcefield
+from ionraman.md import MDConfig, checkpoint_path, run_md
+from ionraman.structures import load_structure
+from ionraman.trajectory import read_h5md
+
+
+def md(loaded, ff, cfg: MDConfig, path: Path) -> dict:
+    if not path.exists() or checkpoint_path(path).exists():
+        res = run_md(loaded.atoms, ff, cfg, path, resume=True, metadata=loaded.describe(), integrity="flag")
+        # throughput of this run; kept beside the trajectory so a resumed benchmark reports it too
+        path.with_suffix(".speed.json").write_text(json.dumps({"atom_steps_per_s": res.atom_steps_per_s}))
+    traj = read_h5md(path)
+    return {"traj": traj, "speed": json.loads(path.with_suffix(".speed.json").read_text())["atom_steps_per_s"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--teacher", default="auto")
+    ap.add_argument("--temperature", type=float, default=700.0)
+    ap.add_argument("--time", type=float, default=10.0, help="production of each D/VDOS run, ps")
+    ap.add_argument("--equilibrate", type=float, default=1.0)
+    ap.add_argument("--d-cell", choices=("stoich", "doped"), default="doped")
+    ap.add_argument("--epochs", type=int, default=80)
+    ap.add_argument("--work", default="runs/bench_distill")
+    args = ap.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    log = lambda m: print(f"[bench] {m}", file=sys.stderr, flush=True)  # noqa: E731
+
+    teacher = get_forcefield(resolve_forcefield(args.teacher, "Na3SbS4-cubic"))
+    doped_small = load_structure("Na3SbS4-cubic", supercell="1x2x1", substitutions="Sb:W:0.25", seed=0)
+    cfg = DistillConfig(teacher=teacher.name, epochs=args.epochs)
+    log(f"distilling {teacher.name} (cached in {work / 'ff'})")
+    dres = distill(["Na3SbS4-cubic", doped_small], work / "ff", cfg)
+    student = get_forcefield(f"distilled:{work / 'ff'}")
+
+    # held-out frames: the teacher's own 128-atom MD
+    cell = load_structure("Na3SbS4-cubic", supercell="2x2x2", seed=1)
+    test = []
+    for T in (300.0, 600.0, 900.0):
+        r = md(cell, teacher, MDConfig(temperature_K=T, time_ps=0.4, equilibrate_ps=0.2, sample_every=25, seed=2),
+               work / f"heldout_teacher_{T:g}K.h5")
+        for k in range(1, r["traj"].n_frames):
+            a = r["traj"].atoms(k, wrap=True)
+            a.calc = teacher.calculator
+            a.info["E"], a.arrays["F"] = float(a.get_potential_energy()), a.get_forces().copy()
+            a.calc = None
+            test.append(a)
+    log(f"held-out force errors on {len(test)} 128-atom frames")
+    err, _ = force_errors(test, student.calculator, energy_key="E", forces_key="F")
+
+    # equal-length MD with both models at the D temperature
+    dcell = cell if args.d_cell == "stoich" else load_structure("Na3SbS4-cubic", supercell="2x2x2", substitutions="Sb:W:0.125", seed=1)
+    mcfg = MDConfig(temperature_K=args.temperature, time_ps=args.time, equilibrate_ps=args.equilibrate, sample_every=5, seed=3)
+    runs = {}
+    for name, ff in (("teacher", teacher), ("distilled", student)):
+        log(f"{name} MD, {len(dcell.atoms)} atoms, {args.temperature:g} K, {args.time:g} ps")
+        r = md(dcell, ff, mcfg, work / f"{args.d_cell}_{name}_{args.temperature:g}K.h5")
+        tr = transport.analyse(r["traj"], species="Na").to_dict()["species"]["Na"]
+        integ = r["traj"].metadata.get("integrity", {})
+        runs[name] = {"atom_steps_per_s": r["speed"], "D_cm2_s": tr["D_cm2_s"], "D_err_cm2_s": tr["D_err_cm2_s"],
+                      "n_hops": tr["n_hops"], "integrity_ok": integ.get("ok"), "integrity": integ.get("reason"),
+                      "vdos": transport.vdos(r["traj"])}
+    t, s = runs["teacher"], runs["distilled"]
+    out = {
+        "teacher": teacher.name,
+        "n_train_frames": dres.n_train,
+        "distilled_validation_force_rmse_meV_A": dres.errors["force_rmse_meV_A"],
+        "speedup": s["atom_steps_per_s"] / t["atom_steps_per_s"],
+        "force_rmse_meV_A": err.force_rmse_meV_A,
+        "force_rmse_per_element_meV_A": {k: v["force_rmse_meV_A"] for k, v in err.per_element.items()},
+        "force_rms_teacher_meV_A": err.force_rms_dft_meV_A,
+        "n_test_frames": err.n_frames,
+        "d_cell": f"{args.d_cell} 2x2x2, {len(dcell.atoms)} atoms",
+        "temperature_K": args.temperature,
+        "time_ps": args.time,
+    }
+    Dt, Ds = t["D_cm2_s"], s["D_cm2_s"]
+    if Dt and Ds and Dt > 0 and Ds > 0:
+        out["D_ratio"] = Ds / Dt
+        out["D_ratio_err"] = Ds / Dt * math.hypot((s["D_err_cm2_s"] or 0) / Ds, (t["D_err_cm2_s"] or 0) / Dt)
+    else:
+        out["D_ratio"], out["D_ratio_err"] = None, None
+    out["vdos_overlap"] = transport.vdos_overlap(t["vdos"], s["vdos"])
+    for k, r in runs.items():
+        out[k] = {kk: v for kk, v in r.items() if kk != "vdos"}
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        student.check_domain(cell.atoms, 1500.0, "128-atom cell at 1500 K")
+    out["warns_outside_range"] = any("outside its training data" in str(x.message) for x in w)
+    out["bar"] = {"speedup>=20": out["speedup"] >= 20, "force_rmse<=50": out["force_rmse_meV_A"] <= 50,
+                  "D_within_30pct": out["D_ratio"] is not None and abs(out["D_ratio"] - 1) <= 0.3,
+                  "vdos_overlap>=0.9": out["vdos_overlap"] >= 0.9}
+    print(json.dumps(out, indent=2, default=lambda x: float(x) if isinstance(x, np.floating) else str(x)))
+
+
+if __name__ == "__main__":
+    main()
