@@ -160,3 +160,22 @@ def test_distillation_settings_enter_task_keys_only_for_distilled_campaigns():
     assert other.key == t.key  # demo results stay valid
     d = replace(t, md=replace(t.md, forcefield="distilled"))
     assert replace(d, md=replace(d.md, distill_epochs=5)).key != d.key
+
+
+def test_cli_distill_json(tmp_path):
+    from typer.testing import CliRunner
+
+    from ionraman.cli import app
+
+    ase.io.write(tmp_path / "cu.extxyz", bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 1, 1)))
+    r = CliRunner().invoke(app, ["distill", str(tmp_path / "cu.extxyz"), "-o", str(tmp_path / "ff"),
+                                 "--teacher", "python:ase.calculators.emt:EMT", "--temperatures", "300,600",
+                                 "--md-time", "0.1", "--frame-every", "10", "--strains", "", "--no-vacancy",
+                                 "--epochs", "1", "--channels", "8", "--r-max", "4", "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout[r.stdout.index("{"):])
+    assert d["n_train"] + d["n_valid"] == 2 * 10
+    assert d["domain"]["temperatures_K"] == [300.0, 600.0]
+    assert d["errors"]["force_rmse_meV_A"] > 0
+    bad = CliRunner().invoke(app, ["distill", "x", "-o", str(tmp_path / "b"), "--temperatures", "-5"])
+    assert bad.exit_code == 2 and "positive temperatures" in bad.output

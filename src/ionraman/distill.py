@@ -240,6 +240,8 @@ def _sample(structures: Sequence[Any], cfg: DistillConfig, out: Path, log: Calla
     sample_dir = out / "sample"
     sample_dir.mkdir(parents=True, exist_ok=True)
     ff_cache: dict[str, Any] = {}
+    from .structures import formula
+
     for spec in structures:
         loaded = spec if hasattr(spec, "atoms") else load_structure(spec, supercell=cfg.supercell, seed=cfg.seed)
         tspec = resolve_forcefield(cfg.teacher, loaded.name)
@@ -252,7 +254,7 @@ def _sample(structures: Sequence[Any], cfg: DistillConfig, out: Path, log: Calla
         vac = _remove_mobile(base, loaded.mobile_ion, cfg.seed) if cfg.vacancy else None
         if vac is not None:
             cells.append((f"vac{loaded.mobile_ion}", vac))
-        stem = _slug(loaded.name)
+        stem = f"{_slug(loaded.name)}_{formula(base)}"  # a doped copy of a built-in keeps its name
         for tag, atoms in cells:
             for T in cfg.temperatures_K:
                 name = f"{stem}{'_' + tag if tag else ''}_{T:g}K"
@@ -287,7 +289,10 @@ def _sample(structures: Sequence[Any], cfg: DistillConfig, out: Path, log: Calla
 
 
 def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-._" else "_" for c in Path(str(name)).stem)
+    """A file-name stem for a built-in name or a structure path."""
+    p = Path(str(name))
+    stem = p.stem if p.suffix.lower() in (".cif", ".xyz", ".extxyz", ".vasp", ".poscar", ".json") else p.name
+    return "".join(c if c.isalnum() or c in "-._" else "_" for c in stem)
 
 
 def _split(frames: list[Atoms], val_fraction: float, seed: int) -> tuple[list[Atoms], list[Atoms]]:
