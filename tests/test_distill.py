@@ -179,3 +179,14 @@ def test_cli_distill_json(tmp_path):
     assert d["errors"]["force_rmse_meV_A"] > 0
     bad = CliRunner().invoke(app, ["distill", "x", "-o", str(tmp_path / "b"), "--temperatures", "-5"])
     assert bad.exit_code == 2 and "positive temperatures" in bad.output
+
+
+def test_auto_task_keys_follow_the_shipped_model(monkeypatch):
+    """A result cached under forcefield = "auto" must not survive a newly shipped fine-tuned model."""
+    from ionraman import forcefields
+    from ionraman.screening.spec import preset
+
+    task = next(t for t in preset("demo").tasks() if t.candidate.structure == "Na3SbS4-cubic")
+    before = task.key
+    monkeypatch.setattr(forcefields, "resolve_forcefield", lambda spec, *c: "finetuned:/x/model.pt" if spec == "auto" else spec)
+    assert task.key != before

@@ -130,12 +130,13 @@ class TaskSpec:
             "kind": self.kind,
             "candidate": asdict(self.candidate),
             "temperature_K": self.temperature_K,
-            "md": self.md.key_dict(),
+            "md": self.md.key_dict() | _resolved_forcefield(self.md.forcefield, self.candidate),
             "spectrum": asdict(self.spectrum),
             "fingerprint": asdict(self.fingerprint),
         }
         if self.kind == "harmonic":  # independent of MD length and fingerprint settings
             payload = {"kind": "harmonic", "candidate": payload["candidate"], "forcefield": self.md.forcefield,
+                       **_resolved_forcefield(self.md.forcefield, self.candidate),
                        "model": self.spectrum.polarizability_model, "fwhm": self.spectrum.harmonic_fwhm_cm1,
                        "max_frequency_cm1": self.spectrum.max_frequency_cm1, "temperature_K": self.temperature_K}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -183,11 +184,25 @@ class CampaignSpec:
             "candidates": [asdict(c) for c in self.candidates],
             "temperatures_K": list(self.temperatures_K),
             "output_dir": self.output_dir,
-            "md": self.md.key_dict(),
+            "md": self.md.key_dict() | _resolved_forcefield(self.md.forcefield, self.candidate),
             "spectrum": asdict(self.spectrum),
             "fingerprint": asdict(self.fingerprint),
             "source": self.source,
         }
+
+
+def _resolved_forcefield(spec: str, candidate: CandidateSpec) -> dict[str, str]:
+    """``auto`` names the model it resolves to (and that model file's hash) in task keys, so
+    results cached under ``auto`` are recomputed when a fine-tuned model ships or changes."""
+    if spec != "auto":
+        return {}
+    from ..forcefields import resolve_forcefield, shipped_forcefield_path
+
+    resolved = resolve_forcefield(spec, candidate.name, candidate.structure)
+    path = shipped_forcefield_path(resolved.split(":", 1)[1]) if resolved.startswith("finetuned:") else None
+    if path is None:
+        return {"forcefield_resolved": resolved}
+    return {"forcefield_resolved": resolved, "forcefield_sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]}
 
 
 def _slug(s: str) -> str:
