@@ -190,3 +190,38 @@ def test_auto_task_keys_follow_the_shipped_model(monkeypatch):
     before = task.key
     monkeypatch.setattr(forcefields, "resolve_forcefield", lambda spec, *c: "finetuned:/x/model.pt" if spec == "auto" else spec)
     assert task.key != before
+
+
+def test_distilled_calculator_matches_mace_calculator(distilled):
+    """The lean calculator calls the same model as mace-torch's MACECalculator: same numbers."""
+    from mace.calculators import MACECalculator
+
+    d, _ = distilled
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 2))
+    atoms.rattle(0.08, seed=5)
+    ours = get_forcefield(f"distilled:{d / 'ff'}").calculator
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = MACECalculator(model_paths=str(d / "ff" / "model.model"), device="cpu", default_dtype="float32")
+    res = []
+    for c in (ours, ref):
+        a = atoms.copy()
+        a.calc = c
+        res.append((a.get_potential_energy(), a.get_forces(), a.get_stress()))
+    assert res[0][0] == pytest.approx(res[1][0], abs=1e-5)
+    np.testing.assert_allclose(res[0][1], res[1][1], atol=1e-5)
+    np.testing.assert_allclose(res[0][2], res[1][2], atol=1e-6)
+
+
+def test_changed_model_settings_retrain_on_the_same_frames(distilled, tmp_path):
+    import shutil
+    from dataclasses import replace
+
+    d, res = distilled
+    work = tmp_path / "ff"
+    shutil.copytree(d / "ff", work)
+    again = distill([str(d / "cu.extxyz")], work, replace(TINY, num_channels=4, epochs=1), progress=False)
+    assert again.n_train == res.n_train and again.n_valid == res.n_valid  # the same labelled frames
+    assert json.loads((work / MANIFEST).read_text())["config"]["num_channels"] == 4
+    with pytest.raises(InputError, match="other settings"):
+        distill([str(d / "cu.extxyz")], work, replace(TINY, temperatures_K=(300.0,)), progress=False)

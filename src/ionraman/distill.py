@@ -77,6 +77,7 @@ class DistillConfig:
     max_ell: int = 2
     correlation: int = 2
     num_interactions: int = 1
+    radial_mlp: tuple[int, ...] = (32, 32)
     epochs: int = 80
     batch_size: int = 4
     lr: float = 0.01
@@ -96,13 +97,18 @@ class DistillConfig:
         if self.epochs < 1 or self.batch_size < 1:
             raise InputError("--epochs and --batch-size must be positive integers.")
 
+    def sampling_dict(self) -> dict[str, Any]:
+        """The settings that define the labelled frames (the rest only changes training)."""
+        d = asdict(self)
+        return {k: d[k] for k in _SAMPLING_FIELDS}
+
     def mace_args(self) -> list[str]:
         hidden = f"{self.num_channels}x0e" + "".join(f"+{self.num_channels}x{l}{'o' if l % 2 else 'e'}" for l in range(1, self.max_L + 1))
         return [
             "--model", "MACE", "--r_max", str(self.r_max_A), "--hidden_irreps", hidden,
             "--max_ell", str(self.max_ell), "--correlation", str(self.correlation),
             "--num_interactions", str(self.num_interactions), "--MLP_irreps", "16x0e",
-            "--num_radial_basis", "8", "--num_cutoff_basis", "5",
+            "--num_radial_basis", "8", "--num_cutoff_basis", "5", "--radial_MLP", str(list(self.radial_mlp)),
             "--E0s", "average", "--scaling", "rms_forces_scaling",
             "--loss", "weighted", "--energy_weight", str(self.energy_weight), "--forces_weight", str(self.forces_weight),
             "--max_num_epochs", str(self.epochs), "--batch_size", str(self.batch_size), "--valid_batch_size", "16",
@@ -110,6 +116,10 @@ class DistillConfig:
             "--amsgrad", "--default_dtype", self.dtype, "--seed", str(self.seed), "--device", "cpu",
             "--eval_interval", "1", "--error_table", "PerAtomRMSE", "--energy_key", _E, "--forces_key", _F,
         ]
+
+
+_SAMPLING_FIELDS = ("teacher", "temperatures_K", "md_time_ps", "equilibrate_ps", "timestep_fs", "frame_every_fs", "strains",
+                    "vacancy", "supercell", "val_fraction", "seed", "allow_broken_teacher")
 
 
 @dataclass
@@ -345,15 +355,23 @@ def distill(
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     manifest = out / MANIFEST
+    log = (lambda m: print(f"[distill] {m}", file=sys.stderr, flush=True)) if progress else (lambda m: None)
+    settings_file = out / "settings.json"
+    settings = json.loads(json.dumps({"config": asdict(cfg), "inputs": [_input_name(p) for p in inputs]}))
+    if settings_file.exists():
+        old = json.loads(settings_file.read_text())
+        old_sampling = {k: old.get("config", {}).get(k) for k in _SAMPLING_FIELDS}
+        if old.get("inputs") != settings["inputs"] or old_sampling != json.loads(json.dumps(cfg.sampling_dict())):
+            raise InputError(f"{out} holds a distillation with other settings ({settings_file}); use a new -o folder or delete it.")
+        if old["config"] != settings["config"]:
+            # same labelled frames, other model or training settings: keep the data, train again
+            log("model settings changed: keeping the labelled frames, training a new model")
+            for f in (manifest, out / MODEL_FILE):
+                f.unlink(missing_ok=True)
+            shutil.rmtree(out / "train", ignore_errors=True)
     if manifest.exists():
         return _result_from_manifest(out, json.loads(manifest.read_text()))
-    settings_file = out / "settings.json"
-    names = [_input_name(p) for p in inputs]
-    settings = {"config": asdict(cfg), "inputs": names}
-    if settings_file.exists() and json.loads(settings_file.read_text()) != json.loads(json.dumps(settings)):
-        raise InputError(f"{out} holds a distillation with other settings ({settings_file}); use a new -o folder or delete it.")
     _write_json(settings_file, settings)
-    log = (lambda m: print(f"[distill] {m}", file=sys.stderr, flush=True)) if progress else (lambda m: None)
 
     data = out / "data"
     data.mkdir(exist_ok=True)
@@ -422,15 +440,101 @@ def _validate(model_path: Path, frames: Sequence[Atoms], dtype: str) -> dict[str
 
 
 def _mace_calculator(model_path: Path, dtype: str = "float32", device: str = "cpu") -> Any:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import contextlib
-        import io
+    return DistilledCalculator(model_path, dtype, device)
 
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            from mace.calculators import MACECalculator
 
-            return MACECalculator(model_paths=str(model_path), device=device, default_dtype=dtype)
+def _calculator_class() -> type:
+    from ase.calculators.calculator import Calculator, all_changes
+
+    class _DistilledCalculator(Calculator):
+        """ASE calculator that calls a MACE model directly.
+
+        mace-torch's own MACECalculator rebuilds a torch_geometric batch (configuration →
+        AtomicData → DataLoader) on every call, which is ~40 % of a step for a one-layer
+        model of 128 atoms on a CPU (measured: docs/physics/distillation.md). Here the
+        one-hot species and batch vectors are built once per composition and only the
+        neighbour list (mace's own ``get_neighborhood``) is redone per step. Energies eV,
+        forces eV/Å, stress eV/Å³ (ASE's sign convention, as MACECalculator).
+        """
+
+        implemented_properties = ["energy", "free_energy", "forces", "stress"]
+
+        def __init__(self, model_path: Path, dtype: str = "float32", device: str = "cpu") -> None:
+            super().__init__()
+            import contextlib
+            import io
+
+            import torch
+
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                warnings.simplefilter("ignore")
+                import mace  # noqa: F401  (sets up e3nn before the model is unpickled)
+
+                model = torch.load(str(model_path), map_location=device, weights_only=False)
+            self.torch_dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
+            self.model = model.to(device=device, dtype=self.torch_dtype).eval()
+            for p in self.model.parameters():
+                p.requires_grad_(False)
+            self.device = device
+            self.r_max = float(self.model.r_max)
+            self.z_table = [int(z) for z in self.model.atomic_numbers]
+            self._static: tuple[Any, ...] | None = None
+
+        def _static_inputs(self, numbers: np.ndarray) -> dict[str, Any]:
+            import torch
+
+            if self._static is None or not np.array_equal(self._static[0], numbers):
+                unknown = sorted(set(numbers.tolist()) - set(self.z_table))
+                if unknown:
+                    from ase.data import chemical_symbols
+
+                    raise InputError(f"the distilled model knows {self.z_table} only, not {[chemical_symbols[z] for z in unknown]}; "
+                                     "distil a model with those elements.")
+                idx = torch.tensor([self.z_table.index(int(z)) for z in numbers], device=self.device)
+                n = len(numbers)
+                static = {
+                    "node_attrs": torch.nn.functional.one_hot(idx, len(self.z_table)).to(self.torch_dtype),
+                    "batch": torch.zeros(n, dtype=torch.long, device=self.device),
+                    "ptr": torch.tensor([0, n], dtype=torch.long, device=self.device),
+                    "head": torch.zeros(1, dtype=torch.long, device=self.device),
+                }
+                self._static = (numbers.copy(), static)
+            return dict(self._static[1])
+
+        def calculate(self, atoms: Atoms | None = None, properties: Any = ("energy",), system_changes: Any = all_changes) -> None:
+            import torch
+            from mace.data.neighborhood import get_neighborhood
+
+            super().calculate(atoms, properties, system_changes)
+            a = self.atoms
+            edge_index, shifts, unit_shifts, cell = get_neighborhood(a.positions, cutoff=self.r_max, pbc=tuple(a.pbc),
+                                                                     cell=np.asarray(a.cell.array))
+            t = lambda x, dt=None: torch.as_tensor(np.asarray(x), dtype=dt or self.torch_dtype, device=self.device)  # noqa: E731
+            data = self._static_inputs(a.numbers) | {
+                "positions": t(a.positions), "cell": t(cell), "shifts": t(shifts), "unit_shifts": t(unit_shifts),
+                "edge_index": t(edge_index, torch.long),
+            }
+            want_stress = "stress" in properties
+            out = self.model(data, compute_force=True, compute_stress=want_stress, training=False)
+            e = float(out["energy"].detach().cpu().numpy()[0])
+            self.results = {"energy": e, "free_energy": e, "forces": out["forces"].detach().cpu().numpy().astype(float)}
+            if want_stress and out.get("stress") is not None:
+                from ase.stress import full_3x3_to_voigt_6_stress
+
+                self.results["stress"] = full_3x3_to_voigt_6_stress(out["stress"].detach().cpu().numpy()[0].astype(float))
+
+    return _DistilledCalculator
+
+
+def DistilledCalculator(model_path: Path, dtype: str = "float32", device: str = "cpu") -> Any:  # noqa: N802
+    """The ASE calculator of a distilled model file (see ``_calculator_class``)."""
+    global _CALC
+    if _CALC is None:
+        _CALC = _calculator_class()
+    return _CALC(model_path, dtype, device)
+
+
+_CALC: type | None = None
 
 
 def _result_from_manifest(out: Path, m: dict[str, Any]) -> DistillResult:
