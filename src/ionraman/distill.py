@@ -72,13 +72,13 @@ class DistillConfig:
     allow_broken_teacher: bool = False
     # MACE architecture and training
     r_max_A: float = 5.0
-    num_channels: int = 32
+    num_channels: int = 16
     max_L: int = 1
     max_ell: int = 2
     correlation: int = 2
     num_interactions: int = 1
     radial_mlp: tuple[int, ...] = (32, 32)
-    epochs: int = 80
+    epochs: int = 300
     batch_size: int = 4
     lr: float = 0.01
     energy_weight: float = 1.0

@@ -78,8 +78,8 @@ class MDSpec:
     # forcefield = "distilled": distil the teacher once per candidate with these settings
     distill_teacher: str = "auto"
     distill_md_time_ps: float = 1.0
-    distill_epochs: int = 80
-    distill_channels: int = 32
+    distill_epochs: int = 300
+    distill_channels: int = 16
 
     def key_dict(self) -> dict[str, Any]:
         """The settings that change results (distillation settings only when a model is distilled)."""
