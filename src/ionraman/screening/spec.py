@@ -184,7 +184,7 @@ class CampaignSpec:
             "candidates": [asdict(c) for c in self.candidates],
             "temperatures_K": list(self.temperatures_K),
             "output_dir": self.output_dir,
-            "md": self.md.key_dict() | _resolved_forcefield(self.md.forcefield, self.candidate),
+            "md": asdict(self.md),
             "spectrum": asdict(self.spectrum),
             "fingerprint": asdict(self.fingerprint),
             "source": self.source,
