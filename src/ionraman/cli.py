@@ -870,7 +870,7 @@ def distill(
     md_time: Annotated[float, typer.Option("--md-time", help="Teacher MD production per cell and temperature, ps.")] = 1.0,
     frame_every: Annotated[float, typer.Option("--frame-every", help="Spacing of training frames, fs.")] = 40.0,
     strains: Annotated[str, typer.Option("--strains", help="Linear strains of extra sampled cells, e.g. -0.015,0.015 ('' for none).")] = "-0.015,0.015",
-    vacancy: Annotated[bool, typer.Option("--vacancy/--no-vacancy", help="Also sample a cell with one mobile ion removed.")] = True,
+    vacancy: Annotated[bool, typer.Option("--vacancy/--no-vacancy", help="Also sample a cell with one mobile ion removed (uncompensated: it carries a hole).")] = False,
     supercell: Annotated[str | None, typer.Option("--supercell", help="Repeats of the sampled cells (default: the structure's own cell).")] = None,
     epochs: Annotated[int, typer.Option("--epochs", help="Maximum training epochs (early stopping on the held-out loss).")] = 300,
     channels: Annotated[int, typer.Option("--channels", help="MACE channels per irrep.")] = 16,

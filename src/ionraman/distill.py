@@ -4,8 +4,10 @@ Workflow (docs/physics/distillation.md), every stage a file in the output folder
 interrupted run resumes where it stopped:
 
 1. **sample** (``sample/*.h5``): the teacher's own MD at each temperature in the
-   candidate's cell, in isotropically strained copies of it and (optionally) in a copy
-   with one mobile-ion vacancy — the configurations a screening run will visit. The
+   candidate's cell and in isotropically strained copies of it — the configurations a
+   screening run will visit (optionally also a copy with one mobile ion removed; it is not
+   charge-compensated, see ``DistillConfig.vacancy``). Doped structures with compensating
+   vacancies are distilled by passing them as inputs. The
    chemical-integrity monitor watches every run; a teacher whose framework breaks is
    refused (distil from a model that passed that check, issue #10), unless the caller
    allows it, which is recorded.
@@ -65,7 +67,10 @@ class DistillConfig:
     timestep_fs: float = 2.0
     frame_every_fs: float = 40.0
     strains: tuple[float, ...] = (-0.015, 0.015)  # linear strains of the extra cells
-    vacancy: bool = True  # one extra cell with one mobile ion removed
+    # one extra cell with one mobile ion removed, uncompensated: it carries a hole, and in
+    # Na3SbS4 the teacher answers with S–S bonds (docs/physics/distillation.md); for
+    # charge-compensated vacancies distil a doped structure (e.g. --substitute Sb:W) instead
+    vacancy: bool = False
     supercell: str | None = None  # None: the structure's own cell
     val_fraction: float = 0.1
     seed: int = 0
