@@ -31,7 +31,9 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers, covalent_radii
-from ase.neighborlist import neighbor_list
+# matscipy's C neighbour list has ASE's interface and is ~25× faster for 100-atom cells; the
+# per-frame guards and integrity checks would otherwise cost more than a distilled force call
+from matscipy.neighbours import neighbour_list as neighbor_list
 
 from .errors import SimulationError
 

@@ -34,7 +34,9 @@ from ase import Atoms, units
 from ase.data import covalent_radii
 from ase.md.bussi import Bussi
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
-from ase.neighborlist import neighbor_list
+# matscipy's C neighbour list has ASE's interface and is ~25× faster for 100-atom cells; the
+# per-frame guards and integrity checks would otherwise cost more than a distilled force call
+from matscipy.neighbours import neighbour_list as neighbor_list
 
 from . import __version__
 from .errors import InputError, SimulationError
