@@ -25,6 +25,7 @@ Usage: python benchmarks/distill_vs_teacher.py [--teacher auto] [--time 5] [--d-
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import sys
@@ -38,6 +39,7 @@ from ionraman import transport
 from ionraman.distill import DistillConfig, distill
 from ionraman.ffvalidation import force_errors
 from ionraman.forcefields import get_forcefield, resolve_forcefield
+from ionraman.integrity import check_trajectory
 from ionraman.md import MDConfig, checkpoint_path, run_md
 from ionraman.structures import load_structure
 from ionraman.trajectory import read_h5md
@@ -102,9 +104,11 @@ def main() -> None:
     runs = {}
     for name, ff in (("teacher", teacher), ("distilled", student)):
         log(f"{name} MD, {len(dcell.atoms)} atoms, {args.temperature:g} K, {args.time:g} ps")
-        r = md(dcell, ff, mcfg, work / f"{args.d_cell}_{name}_{args.temperature:g}K.h5")
+        # the student's runs are named by its model file, so a retrained student is not compared from a stale cache
+        tag = name if ff is teacher else f"{name}-{hashlib.sha256((work / 'ff' / 'model.model').read_bytes()).hexdigest()[:10]}"
+        r = md(dcell, ff, mcfg, work / f"{args.d_cell}_{tag}_{args.temperature:g}K.h5")
         tr = transport.analyse(r["traj"], species="Na").to_dict()["species"]["Na"]
-        integ = r["traj"].metadata.get("integrity", {})
+        integ = check_trajectory(r["traj"]).to_dict()  # from the frames themselves
         runs[name] = {"atom_steps_per_s": r["speed"], "D_cm2_s": tr["D_cm2_s"], "D_err_cm2_s": tr["D_err_cm2_s"],
                       "n_hops": tr["n_hops"], "integrity_ok": integ.get("ok"), "integrity": integ.get("reason"),
                       "vdos": transport.vdos(r["traj"])}

@@ -99,3 +99,34 @@ def test_mobile_ions_moving_is_fine_and_trajectory_check(cell):
     rep = check_trajectory(traj)
     assert rep.n_frames_checked == 10
     assert rep.framework_msd_max_A2 < 1e-12
+
+
+def test_a_broken_framework_stays_recorded_after_resume(tmp_path):
+    """Resuming (or extending) a run must not forget that its framework broke earlier."""
+    from ase.calculators.calculator import Calculator, all_changes
+
+    from ionraman.forcefields import ForceField
+    from ionraman.md import MDConfig, run_md
+    from ionraman.structures import load_structure
+    from ionraman.trajectory import read_metadata
+
+    class Free(Calculator):  # no forces: the tetrahedra fly apart at once
+        implemented_properties = ["energy", "forces"]
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            self.results = {"energy": 0.0, "forces": np.zeros((len(self.atoms), 3))}
+
+    ff = ForceField("free", Free(), "test", 5.0)
+    loaded = load_structure("Na3SbS4-cubic")
+    out = tmp_path / "t.h5"
+    cfg = MDConfig(temperature_K=600.0, time_ps=0.1, equilibrate_ps=0.0, sample_every=5, seed=1, min_distance_factor=0.1)
+    run_md(loaded.atoms, ff, cfg, out, metadata=loaded.describe(), integrity="flag")
+    first = read_metadata(out)["integrity"]
+    assert first["ok"] is False and first["first_failure_ps"] is not None
+    run_md(loaded.atoms, ff, MDConfig(**{**cfg.__dict__, "time_ps": 0.12}), out, resume=True, metadata=loaded.describe(),
+           integrity="flag")
+    again = read_metadata(out)["integrity"]
+    assert again["ok"] is False
+    assert again["first_failure_ps"] == first["first_failure_ps"]
+    assert again["n_frames_checked"] > first["n_frames_checked"]

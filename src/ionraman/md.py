@@ -42,7 +42,7 @@ from . import __version__
 from .errors import InputError, SimulationError
 from .forcefields import ForceField
 from .integrity import IntegrityMonitor
-from .trajectory import H5MDWriter
+from .trajectory import H5MDWriter, read_metadata
 
 __all__ = ["MDConfig", "MDResult", "run_md", "checkpoint_path"]
 
@@ -346,6 +346,7 @@ def run_md(
 
     resumed = False
     frames_done = 0
+    prior_integrity: dict[str, Any] | None = None
     if resume and ckpt.exists() and out.exists():
         state = _load_checkpoint(ckpt)
         if json.loads(str(state["config"])) != config.dynamics_key():
@@ -361,6 +362,8 @@ def run_md(
         rng.bit_generator.state = json.loads(str(state["rng_state"]))
         frames_done = int(state["frames"])
         step = int(state["step"])
+        # what the monitor saw before the interruption (a fresh monitor only sees what follows)
+        prior_integrity = read_metadata(out).get("integrity")
         writer = H5MDWriter(out, mode="a")
         writer.truncate(frames_done)
         writer.update_metadata(meta | {"status": "running", "resumed": True})
@@ -435,12 +438,12 @@ def run_md(
         # run continues on the same frame grid
         last.save(ckpt, config)
         writer.truncate(last.frames)
-        writer.update_metadata({"status": "interrupted"})
+        writer.update_metadata({"status": "interrupted", **_integrity_meta(monitor, prior_integrity)})
         writer.close()
         bar.close()
         raise
     except SimulationError as exc:
-        writer.update_metadata({"status": "failed", "failure": str(exc), **_integrity_meta(monitor)})
+        writer.update_metadata({"status": "failed", "failure": str(exc), **_integrity_meta(monitor, prior_integrity)})
         writer.close()
         bar.close()
         raise
@@ -449,9 +452,9 @@ def run_md(
     elapsed = bar.elapsed
     rate = steps_run * len(atoms) / elapsed if elapsed > 0 and steps_run else float("nan")
     nsday = steps_run * config.timestep_fs * 1e-6 / (elapsed / 86400) if elapsed > 0 and steps_run else float("nan")
-    writer.update_metadata({"status": "finished", "ns_per_day": nsday, **_integrity_meta(monitor)})
+    writer.update_metadata({"status": "finished", "ns_per_day": nsday, **_integrity_meta(monitor, prior_integrity)})
     writer.close()
-    meta.update(_integrity_meta(monitor))
+    meta.update(_integrity_meta(monitor, prior_integrity))
     return MDResult(
         path=out,
         n_frames=frames_done,
@@ -470,11 +473,21 @@ def _integrity(monitor: IntegrityMonitor, atoms: Atoms, t_ps: float, mode: str, 
         monitor.raise_if_broken(c, label)
 
 
-def _integrity_meta(monitor: IntegrityMonitor | None) -> dict[str, Any]:
+def _integrity_meta(monitor: IntegrityMonitor | None, prior: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The integrity record of the run: this session's monitor merged with the record of the
+    sessions before a resume (a framework that broke before an interruption stays broken)."""
     if monitor is None:
         return {}
-    rep = monitor.report()
-    return {"integrity": rep.to_dict(), "integrity_ok": rep.ok}
+    rep = monitor.report().to_dict()
+    if prior:
+        rep["n_frames_checked"] = int(prior.get("n_frames_checked", 0)) + rep["n_frames_checked"]
+        rep["anion_anion_bonds_max"] = max(int(prior.get("anion_anion_bonds_max", 0)), rep["anion_anion_bonds_max"])
+        rep["framework_msd_max_A2"] = max(float(prior.get("framework_msd_max_A2", 0.0)), rep["framework_msd_max_A2"])
+        mins = [c for c in (prior.get("framework_coordination_min"), rep["framework_coordination_min"]) if c is not None]
+        rep["framework_coordination_min"] = min(mins) if mins else None
+        if not prior.get("ok", True):
+            rep.update(ok=False, first_failure_ps=prior.get("first_failure_ps"), reason=prior.get("reason", rep["reason"]))
+    return {"integrity": rep, "integrity_ok": bool(rep["ok"])}
 
 
 def _append(writer: H5MDWriter, atoms: Atoms, step: int, cfg: MDConfig) -> None:
