@@ -238,6 +238,9 @@ def _dft_labelled(path: Path) -> list[Atoms] | None:
         b.info[_E] = float(a.info[ENERGY_KEY])
         b.arrays[_F] = np.asarray(a.arrays[FORCES_KEY], float)
         b.info["label_source"] = str(a.info.get("dft_source", "dft"))
+        T = a.info.get("temperature_K")  # MD temperature of a sampled snapshot, when recorded
+        if T is not None and np.isfinite(float(T)):
+            b.info["temperature_K"] = float(T)
         out.append(b)
     return out
 
@@ -399,9 +402,9 @@ def distill(
         if not labelled:
             raise InputError("distill got no structures and no DFT-labelled extxyz; give a built-in name, a structure file or labelled frames.")
         train, valid = _split(labelled, cfg.val_fraction, cfg.seed)
-        _write_xyz(data / "train.xyz", train)
-        _write_xyz(data / "valid.xyz", valid)
         _write_json(data / "teacher.json", {"teacher": teacher_info, "flagged": flagged})
+        _write_xyz(data / "train.xyz", train)
+        _write_xyz(data / "valid.xyz", valid)  # written last: its presence marks the stage done
     else:
         t = json.loads((data / "teacher.json").read_text())
         teacher_info, flagged = t["teacher"], t["flagged"]
