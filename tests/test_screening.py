@@ -217,3 +217,18 @@ def test_verdict_rules(sp, integrity_ok, F, expected):
 
     rec = {"integrity_ok": integrity_ok, "mobile_ion": "Ag", "fingerprint": {"F_LF": F}, "transport": {"species": {"Ag": sp}}}
     assert verdict(rec) == expected
+
+
+def test_store_accepts_task_keys_that_read_as_numbers(tmp_path):
+    """A 16-hex-digit task key can consist of digits only ("6680909359854665"), or read as a
+    float ("12e4…"); ase.db refuses such strings, so the store must still write and find them."""
+    from ase import Atoms
+
+    from ionraman.screening.store import ResultsStore
+
+    store = ResultsStore(str(tmp_path / "r.db"))
+    for key in ("6680909359854665", "12e4567890abcdef"):
+        store.write_failed(key, "X", 300.0, "md", "test", Atoms("H"))
+    assert {r["key"] for r in store.records(kind=None, status="failed")} == {"6680909359854665", "12e4567890abcdef"}
+    store.write_failed("6680909359854665", "X", 300.0, "md", "again", Atoms("H"))  # replaces its row
+    assert store.count(status="failed") == 2

@@ -75,17 +75,17 @@ class ResultsStore:
 
     def done_keys(self) -> set[str]:
         """Task keys with a finished row (failed ones are retried on the next run)."""
-        return {r.task_key for r in self.db.select(status="done")}
+        return {_task_key(r.task_key) for r in self.db.select(status="done")}
 
     def _delete_key(self, key: str) -> None:
-        ids = [r.id for r in self.db.select(task_key=key)]
+        ids = [r.id for r in self.db.select(task_key=_db_key(key))] + [r.id for r in self.db.select(task_key=key)]
         if ids:
             self.db.delete(ids)
 
     def write_done(self, record: dict[str, Any], atoms: Any, calibration: Any = None) -> int:
         """Insert (or replace) the row of a finished task."""
         kv: dict[str, Any] = {
-            "task_key": record["key"],
+            "task_key": _db_key(record["key"]),
             "kind": record["kind"],
             "candidate": record["candidate"],
             "status": "done",
@@ -121,7 +121,7 @@ class ResultsStore:
         self._delete_key(key)
         return self.db.write(
             atoms if atoms is not None else Atoms(),
-            key_value_pairs={"task_key": key, "candidate": candidate, "temperature_K": float(temperature_K), "kind": kind,
+            key_value_pairs={"task_key": _db_key(key), "candidate": candidate, "temperature_K": float(temperature_K), "kind": kind,
                              "status": "failed"},
             data={"reason": reason},
         )
@@ -149,9 +149,21 @@ class ResultsStore:
                 rec["verdict"] = r.get("verdict")
                 out.append(rec)
             else:
-                out.append({"key": r.task_key, "candidate": r.candidate, "temperature_K": r.temperature_K, "kind": r.kind,
+                out.append({"key": _task_key(r.task_key), "candidate": r.candidate, "temperature_K": r.temperature_K, "kind": r.kind,
                             "reason": r.data.get("reason", "")})
         return out
 
     def count(self, **sel: Any) -> int:
         return self.db.count(**sel)
+
+
+def _db_key(key: str) -> str:
+    """The task key as stored: a hex digest can read as a number ("6680909359854665",
+    "12e4…"), which ase.db refuses for a string column, so it gets a letter in front."""
+    return f"t{key}"
+
+
+def _task_key(stored: Any) -> str:
+    """The task key from a stored value (stores written before the prefix hold it bare)."""
+    s = str(stored)
+    return s[1:] if s.startswith("t") else s
