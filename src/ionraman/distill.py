@@ -45,10 +45,12 @@ from typing import Any
 
 import numpy as np
 from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
 
 from .errors import InputError
+from .ffvalidation import _write_json
 
-__all__ = ["DistillConfig", "DistillResult", "DistilledDomain", "distill", "load_distilled", "MANIFEST"]
+__all__ = ["DistillConfig", "DistillResult", "DistilledCalculator", "DistilledDomain", "distill", "load_distilled", "MANIFEST"]
 
 MANIFEST = "distilled.json"
 MODEL_FILE = "model.model"
@@ -192,12 +194,6 @@ def _composition(atoms: Atoms) -> dict[str, float]:
     return {e: s.count(e) / len(s) for e in sorted(set(s))}
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=float))
-    os.replace(tmp, path)
-
-
 def _write_xyz(path: Path, frames: Sequence[Atoms]) -> None:
     import ase.io
 
@@ -314,13 +310,15 @@ def _slug(name: str) -> str:
 
 
 def _split(frames: list[Atoms], val_fraction: float, seed: int) -> tuple[list[Atoms], list[Atoms]]:
-    rng = np.random.default_rng(seed)
-    idx = rng.permutation(len(frames))
-    n_val = max(1, int(round(val_fraction * len(frames))))
-    if len(frames) - n_val < 2:
+    """:func:`ionraman.finetune.split_frames`, with at least one held-out and two training frames."""
+    from .finetune import split_frames
+
+    if len(frames) - max(1, int(round(val_fraction * len(frames)))) < 2:
         raise InputError(f"only {len(frames)} labelled frames; run longer teacher MD (--md-time) or sample more often (--frame-every).")
-    val = set(idx[:n_val].tolist())
-    return [f for i, f in enumerate(frames) if i not in val], [f for i, f in enumerate(frames) if i in val]
+    train, valid = split_frames(frames, val_fraction, seed)
+    if not valid:
+        train, valid = train[1:], train[:1]  # the first frame of the permutation, as split_frames would hold out
+    return train, valid
 
 
 def _train(cfg: DistillConfig, out: Path, log: Callable[[str], None]) -> float:
@@ -442,107 +440,87 @@ def _input_name(p: Any) -> Any:
 def _validate(model_path: Path, frames: Sequence[Atoms], dtype: str) -> dict[str, Any]:
     from .ffvalidation import force_errors
 
-    calc = _mace_calculator(model_path, dtype)
+    calc = DistilledCalculator(model_path, dtype)
     err, _ = force_errors(frames, calc, energy_key=_E, forces_key=_F)
     return err.to_dict()
 
 
-def _mace_calculator(model_path: Path, dtype: str = "float32", device: str = "cpu") -> Any:
-    return DistilledCalculator(model_path, dtype, device)
+class DistilledCalculator(Calculator):
+    """ASE calculator that calls a MACE model directly.
 
+    mace-torch's own MACECalculator rebuilds a torch_geometric batch (configuration →
+    AtomicData → DataLoader) on every call, which is ~40 % of a step for a one-layer
+    model of 128 atoms on a CPU (measured: docs/physics/distillation.md). Here the
+    one-hot species and batch vectors are built once per composition and only the
+    neighbour list (mace's own ``get_neighborhood``) is redone per step. Energies eV,
+    forces eV/Å, stress eV/Å³ (ASE's sign convention, as MACECalculator).
+    """
 
-def _calculator_class() -> type:
-    from ase.calculators.calculator import Calculator, all_changes
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
-    class _DistilledCalculator(Calculator):
-        """ASE calculator that calls a MACE model directly.
+    def __init__(self, model_path: Path, dtype: str = "float32", device: str = "cpu") -> None:
+        super().__init__()
+        import contextlib
+        import io
 
-        mace-torch's own MACECalculator rebuilds a torch_geometric batch (configuration →
-        AtomicData → DataLoader) on every call, which is ~40 % of a step for a one-layer
-        model of 128 atoms on a CPU (measured: docs/physics/distillation.md). Here the
-        one-hot species and batch vectors are built once per composition and only the
-        neighbour list (mace's own ``get_neighborhood``) is redone per step. Energies eV,
-        forces eV/Å, stress eV/Å³ (ASE's sign convention, as MACECalculator).
-        """
+        import torch
 
-        implemented_properties = ["energy", "free_energy", "forces", "stress"]
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            import mace  # noqa: F401  (sets up e3nn before the model is unpickled)
 
-        def __init__(self, model_path: Path, dtype: str = "float32", device: str = "cpu") -> None:
-            super().__init__()
-            import contextlib
-            import io
+            model = torch.load(str(model_path), map_location=device, weights_only=False)
+        self.torch_dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
+        self.model = model.to(device=device, dtype=self.torch_dtype).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.device = device
+        self.r_max = float(self.model.r_max)
+        self.z_table = [int(z) for z in self.model.atomic_numbers]
+        self._static: tuple[Any, ...] | None = None
 
-            import torch
+    def _static_inputs(self, numbers: np.ndarray) -> dict[str, Any]:
+        import torch
 
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                warnings.simplefilter("ignore")
-                import mace  # noqa: F401  (sets up e3nn before the model is unpickled)
+        if self._static is None or not np.array_equal(self._static[0], numbers):
+            unknown = sorted(set(numbers.tolist()) - set(self.z_table))
+            if unknown:
+                from ase.data import chemical_symbols
 
-                model = torch.load(str(model_path), map_location=device, weights_only=False)
-            self.torch_dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
-            self.model = model.to(device=device, dtype=self.torch_dtype).eval()
-            for p in self.model.parameters():
-                p.requires_grad_(False)
-            self.device = device
-            self.r_max = float(self.model.r_max)
-            self.z_table = [int(z) for z in self.model.atomic_numbers]
-            self._static: tuple[Any, ...] | None = None
-
-        def _static_inputs(self, numbers: np.ndarray) -> dict[str, Any]:
-            import torch
-
-            if self._static is None or not np.array_equal(self._static[0], numbers):
-                unknown = sorted(set(numbers.tolist()) - set(self.z_table))
-                if unknown:
-                    from ase.data import chemical_symbols
-
-                    raise InputError(f"the distilled model knows {self.z_table} only, not {[chemical_symbols[z] for z in unknown]}; "
-                                     "distil a model with those elements.")
-                idx = torch.tensor([self.z_table.index(int(z)) for z in numbers], device=self.device)
-                n = len(numbers)
-                static = {
-                    "node_attrs": torch.nn.functional.one_hot(idx, len(self.z_table)).to(self.torch_dtype),
-                    "batch": torch.zeros(n, dtype=torch.long, device=self.device),
-                    "ptr": torch.tensor([0, n], dtype=torch.long, device=self.device),
-                    "head": torch.zeros(1, dtype=torch.long, device=self.device),
-                }
-                self._static = (numbers.copy(), static)
-            return dict(self._static[1])
-
-        def calculate(self, atoms: Atoms | None = None, properties: Any = ("energy",), system_changes: Any = all_changes) -> None:
-            import torch
-            from mace.data.neighborhood import get_neighborhood
-
-            super().calculate(atoms, properties, system_changes)
-            a = self.atoms
-            edge_index, shifts, unit_shifts, cell = get_neighborhood(a.positions, cutoff=self.r_max, pbc=tuple(a.pbc),
-                                                                     cell=np.asarray(a.cell.array))
-            t = lambda x, dt=None: torch.as_tensor(np.asarray(x), dtype=dt or self.torch_dtype, device=self.device)  # noqa: E731
-            data = self._static_inputs(a.numbers) | {
-                "positions": t(a.positions), "cell": t(cell), "shifts": t(shifts), "unit_shifts": t(unit_shifts),
-                "edge_index": t(edge_index, torch.long),
+                raise InputError(f"the distilled model knows {self.z_table} only, not {[chemical_symbols[z] for z in unknown]}; "
+                                 "distil a model with those elements.")
+            idx = torch.tensor([self.z_table.index(int(z)) for z in numbers], device=self.device)
+            n = len(numbers)
+            static = {
+                "node_attrs": torch.nn.functional.one_hot(idx, len(self.z_table)).to(self.torch_dtype),
+                "batch": torch.zeros(n, dtype=torch.long, device=self.device),
+                "ptr": torch.tensor([0, n], dtype=torch.long, device=self.device),
+                "head": torch.zeros(1, dtype=torch.long, device=self.device),
             }
-            want_stress = "stress" in properties
-            out = self.model(data, compute_force=True, compute_stress=want_stress, training=False)
-            e = float(out["energy"].detach().cpu().numpy()[0])
-            self.results = {"energy": e, "free_energy": e, "forces": out["forces"].detach().cpu().numpy().astype(float)}
-            if want_stress and out.get("stress") is not None:
-                from ase.stress import full_3x3_to_voigt_6_stress
+            self._static = (numbers.copy(), static)
+        return dict(self._static[1])
 
-                self.results["stress"] = full_3x3_to_voigt_6_stress(out["stress"].detach().cpu().numpy()[0].astype(float))
+    def calculate(self, atoms: Atoms | None = None, properties: Any = ("energy",), system_changes: Any = all_changes) -> None:
+        import torch
+        from mace.data.neighborhood import get_neighborhood
 
-    return _DistilledCalculator
+        super().calculate(atoms, properties, system_changes)
+        a = self.atoms
+        edge_index, shifts, unit_shifts, cell = get_neighborhood(a.positions, cutoff=self.r_max, pbc=tuple(a.pbc),
+                                                                 cell=np.asarray(a.cell.array))
+        t = lambda x, dt=None: torch.as_tensor(np.asarray(x), dtype=dt or self.torch_dtype, device=self.device)  # noqa: E731
+        data = self._static_inputs(a.numbers) | {
+            "positions": t(a.positions), "cell": t(cell), "shifts": t(shifts), "unit_shifts": t(unit_shifts),
+            "edge_index": t(edge_index, torch.long),
+        }
+        want_stress = "stress" in properties
+        out = self.model(data, compute_force=True, compute_stress=want_stress, training=False)
+        e = float(out["energy"].detach().cpu().numpy()[0])
+        self.results = {"energy": e, "free_energy": e, "forces": out["forces"].detach().cpu().numpy().astype(float)}
+        if want_stress and out.get("stress") is not None:
+            from ase.stress import full_3x3_to_voigt_6_stress
 
-
-def DistilledCalculator(model_path: Path, dtype: str = "float32", device: str = "cpu") -> Any:  # noqa: N802
-    """The ASE calculator of a distilled model file (see ``_calculator_class``)."""
-    global _CALC
-    if _CALC is None:
-        _CALC = _calculator_class()
-    return _CALC(model_path, dtype, device)
-
-
-_CALC: type | None = None
+            self.results["stress"] = full_3x3_to_voigt_6_stress(out["stress"].detach().cpu().numpy()[0].astype(float))
 
 
 def _result_from_manifest(out: Path, m: dict[str, Any]) -> DistillResult:
@@ -559,4 +537,4 @@ def load_distilled(path: str | os.PathLike, device: str = "cpu") -> tuple[Any, d
     if not manifest.exists():
         raise InputError(f"--forcefield distilled:{path}: no {MANIFEST} in that folder; give the -o folder of a finished `ionraman distill`.")
     m = json.loads(manifest.read_text())
-    return _mace_calculator(p / m.get("model_file", MODEL_FILE), m.get("dtype", "float32"), device), m
+    return DistilledCalculator(p / m.get("model_file", MODEL_FILE), m.get("dtype", "float32"), device), m
