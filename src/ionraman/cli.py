@@ -875,6 +875,8 @@ def distill(
     epochs: Annotated[int, typer.Option("--epochs", help="Maximum training epochs (early stopping on the held-out loss).")] = 300,
     channels: Annotated[int, typer.Option("--channels", help="MACE channels per irrep.")] = 16,
     r_max: Annotated[float, typer.Option("--r-max", help="MACE cutoff radius, Å.")] = 5.0,
+    max_l: Annotated[int, typer.Option("--max-L", help="Largest symmetry order of the MACE messages (0: invariant).")] = 0,
+    correlation: Annotated[int, typer.Option("--correlation", help="MACE body order minus one per interaction.")] = 3,
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Fraction of frames held out for validation.")] = 0.1,
     allow_broken_teacher: Annotated[bool, typer.Option("--allow-broken-teacher", help="Distil even if the teacher's framework breaks (recorded).")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of MD, split and training.")] = 0,
@@ -890,6 +892,7 @@ def distill(
     cfg = DistillConfig(teacher=teacher, temperatures_K=tuple(_floats(temperatures, "--temperatures", "K", "300,500,700,900")),
                         md_time_ps=md_time, frame_every_fs=frame_every, strains=tuple(_floats(strains, "--strains", "fractions", "-0.015,0.015")),
                         vacancy=vacancy, supercell=supercell, epochs=epochs, num_channels=channels, r_max_A=r_max,
+                        max_L=max_l, correlation=correlation,
                         val_fraction=val_fraction, allow_broken_teacher=allow_broken_teacher, seed=seed)
     res = do_distill(inputs, output, cfg, progress=True)
     d = res.to_dict()

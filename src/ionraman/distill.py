@@ -80,9 +80,11 @@ class DistillConfig:
     # MACE architecture and training
     r_max_A: float = 5.0
     num_channels: int = 16
-    max_L: int = 1
+    # invariant messages (max_L 0) with body order 4 (correlation 3): more accurate than
+    # max_L 1 / correlation 2 at a lower cost (measured: docs/physics/distillation.md)
+    max_L: int = 0
     max_ell: int = 2
-    correlation: int = 2
+    correlation: int = 3
     num_interactions: int = 1
     radial_mlp: tuple[int, ...] = (32, 32)
     epochs: int = 300
