@@ -130,3 +130,30 @@ def test_a_broken_framework_stays_recorded_after_resume(tmp_path):
     assert again["ok"] is False
     assert again["first_failure_ps"] == first["first_failure_ps"]
     assert again["n_frames_checked"] > first["n_frames_checked"]
+
+
+def test_thermal_reference_with_a_stretched_bond(cell):
+    """A thermalised first frame as the reference (check_trajectory): one Sb–S bond stretched to
+    2.65 Å must not widen the coordination shell, so a second-shell S at 3.0 Å is not a fifth
+    neighbour, and the stretched bond still counts as one of the four."""
+    sym = np.array(cell.get_chemical_symbols())
+    sb = int(np.flatnonzero(sym == "Sb")[0])
+    d = cell.get_distances(sb, np.arange(len(cell)), mic=True, vector=True)
+    s_idx = np.flatnonzero(sym == "S")
+    r = np.linalg.norm(d[s_idx], axis=1)
+    bonded, second = s_idx[np.argsort(r)[0]], s_idx[np.argsort(r)[4]]
+    ref = cell.copy()
+    ref.positions[bonded] += d[bonded] / np.linalg.norm(d[bonded]) * (2.65 - np.linalg.norm(d[bonded]))
+    m = IntegrityMonitor(ref, {"Na"})
+    assert (m.initial_coord == 4).all()
+    assert m.coord_cut == pytest.approx(1.2 * 2.33, abs=0.02)  # the median bond, not the stretched one
+    # move the neighbouring SbS4 unit that owns that S rigidly, so its own bonds stay intact
+    owner = min(np.flatnonzero(sym == "Sb"), key=lambda j: cell.get_distance(int(second), int(j), mic=True))
+    dist_owner = cell.get_distances(int(owner), s_idx, mic=True)
+    unit = np.concatenate([[owner], s_idx[np.argsort(dist_owner)[:4]]])
+    a = cell.copy()
+    a.positions[unit] -= d[second] / np.linalg.norm(d[second]) * (np.linalg.norm(d[second]) - 3.0)
+    assert a.get_distance(sb, int(second), mic=True) == pytest.approx(3.0, abs=1e-6)
+    c = m.check(a, 0.1)
+    assert c.ok, m.failure(c)
+    assert c.coordination_min == 4

@@ -9,7 +9,7 @@ such a run is wrong, so MD watches for it. From the starting structure we find
   anion (S, Se, O, halogens, …) closer than ``bond_factor`` × the sum of their
   covalent radii;
 - each framework cation's *coordination* by anions within
-  ``coordination_factor`` × its longest initial bond (Sb–S 2.4 Å → 2.8 Å);
+  ``coordination_factor`` × the median initial bond (Sb–S 2.33 Å → 2.8 Å);
 
 and during the run flag
 
@@ -106,8 +106,9 @@ class IntegrityMonitor:
         :data:`MOBILE_IONS` present.
     bond_factor : framework cation–anion bonds are pairs closer than this ×
         the sum of covalent radii in the reference.
-    coordination_factor : coordination shell = this × the longest initial
-        framework bond.
+    coordination_factor : coordination shell = this × the median initial
+        framework bond; the initial coordination is each cation's number of
+        bonded anions.
     anion_bond_factor : an anion–anion pair closer than this × the sum of
         covalent radii is a bond (S–S: 1.15 × 2.10 Å = 2.4 Å).
     framework_msd_A2 : mean-squared displacement of framework atoms (Å²)
@@ -143,8 +144,12 @@ class IntegrityMonitor:
         self.coord_cut: float | None = None
         self.initial_coord = np.zeros(0, dtype=int)
         if self.centres.size:
-            self.coord_cut = float(coordination_factor * d[bonded].max())
-            self.initial_coord = self._coordination(reference)
+            # The median bond and the bonded count (not the longest bond and the count within the
+            # cut) so that a thermal snapshot works as the reference: one bond stretched at 700 K
+            # would otherwise widen the shell to 3.2 Å and let a second-shell S count as a fifth
+            # neighbour (measured on a stored 2x2x2 Na3SbS4 trajectory).
+            self.coord_cut = float(coordination_factor * np.median(d[bonded]))
+            self.initial_coord = np.bincount(i[bonded], minlength=len(reference))[self.centres]
         self.framework_cations = sorted(set(syms[self.centres]))
         self.anions = sorted(set(syms[self.anion_mask]))
         self.checks: list[FrameCheck] = []
