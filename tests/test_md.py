@@ -201,3 +201,42 @@ def test_integrity_monitor_in_md(tmp_path, mode):
         assert t.n_frames == cfg.n_frames and t.metadata["integrity_ok"] is False
         assert t.metadata["integrity"]["anion_anion_bonds_max"] >= 1
         assert r.metadata["integrity_ok"] is False
+
+
+class _SbSSprings(Calculator):
+    """Harmonic Sb–S bonds of natural length r0 (Å) between the pairs given; nothing else."""
+
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self, pairs, r0=2.40, k=20.0):
+        super().__init__()
+        self.pairs, self.r0, self.k = pairs, r0, k
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        f, e = np.zeros((len(self.atoms), 3)), 0.0
+        for i, j in self.pairs:
+            d = self.atoms.get_distance(i, j, mic=True, vector=True)
+            r = np.linalg.norm(d)
+            e += 0.5 * self.k * (r - self.r0) ** 2
+            f[i] += self.k * (r - self.r0) * d / r
+            f[j] -= self.k * (r - self.r0) * d / r
+        self.results = {"energy": e, "forces": f}
+
+
+def test_integrity_reference_is_the_relaxed_start(tmp_path):
+    """With relax, the monitor's bonds are the relaxed ones (2.40 Å), not the compressed input's (2.20 Å)."""
+    from ase.spacegroup import crystal
+
+    a = crystal(["Na", "Sb", "S"], basis=[(0, 0.5, 0.5), (0, 0, 0), (0.1772, 0.1772, 0.1772)], spacegroup=217,
+                cellpar=[7.17] * 3 + [90] * 3)  # x chosen so that Sb–S = √3·x·a = 2.20 Å
+    sym = np.array(a.get_chemical_symbols())
+    pairs = [(int(i), int(j)) for i in np.flatnonzero(sym == "Sb") for j in np.flatnonzero(sym == "S")
+             if a.get_distance(int(i), int(j), mic=True) < 2.5]
+    assert len(pairs) == 8
+    ff = ForceField(name="springs", calculator=_SbSSprings(pairs), version="test", cutoff_A=5.0)
+    cfg = _cfg(temperature_K=50, time_ps=0.02, equilibrate_ps=0.0, relax=True)
+    run_md(a, ff, cfg, tmp_path / "t.h5", metadata={"mobile_ion": "Na"}, integrity="flag")
+    integ = read_h5md(tmp_path / "t.h5").metadata["integrity"]
+    assert integ["coordination_cutoff_A"] == pytest.approx(1.2 * 2.40, abs=0.02)
+    assert integ["ok"] is True

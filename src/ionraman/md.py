@@ -304,7 +304,7 @@ def run_md(
         written (a place for user monitors; raising KeyboardInterrupt there
         stops the run cleanly with a checkpoint).
     integrity : the chemical-integrity monitor (:mod:`ionraman.integrity`),
-        referenced to the input structure: ``"stop"`` ends the run as failed
+        referenced to the input structure (after the relaxation when ``relax``): ``"stop"`` ends the run as failed
         when the framework breaks, ``"flag"`` (default) records it in the
         metadata (``integrity``, ``integrity_ok``) and goes on, ``"off"``.
     """
@@ -375,6 +375,10 @@ def run_md(
         guards_eq = _Guards(atoms, config, label)
         if config.relax:
             meta["relax_steps"] = _relax(atoms, config.relax_fmax_eV_A)
+            if monitor is not None:
+                # the relaxed structure is the start: an affinely strained input's bonds are
+                # compressed or stretched, which would make the coordination shell wrong
+                monitor = IntegrityMonitor(atoms, monitor.mobile)
         MaxwellBoltzmannDistribution(atoms, temperature_K=config.temperature_K, rng=rng)
         Stationary(atoms)
         if config.npt_ps > 0:
