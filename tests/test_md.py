@@ -240,3 +240,9 @@ def test_integrity_reference_is_the_relaxed_start(tmp_path):
     integ = read_h5md(tmp_path / "t.h5").metadata["integrity"]
     assert integ["coordination_cutoff_A"] == pytest.approx(1.2 * 2.40, abs=0.02)
     assert integ["ok"] is True
+    # a resumed (extended) run keeps the relaxed reference, not the compressed input's
+    run_md(a, ff, _cfg(temperature_K=50, time_ps=0.04, equilibrate_ps=0.0, relax=True), tmp_path / "t.h5",
+           resume=True, metadata={"mobile_ion": "Na"}, integrity="flag")
+    integ = read_h5md(tmp_path / "t.h5").metadata["integrity"]
+    assert integ["coordination_cutoff_A"] == pytest.approx(1.2 * 2.40, abs=0.02)
+    assert integ["ok"] is True

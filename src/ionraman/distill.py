@@ -318,11 +318,11 @@ def _split(frames: list[Atoms], val_fraction: float, seed: int) -> tuple[list[At
     """:func:`ionraman.finetune.split_frames`, with at least one held-out and two training frames."""
     from .finetune import split_frames
 
-    if len(frames) - max(1, int(round(val_fraction * len(frames)))) < 2:
-        raise InputError(f"only {len(frames)} labelled frames; run longer teacher MD (--md-time) or sample more often (--frame-every).")
     train, valid = split_frames(frames, val_fraction, seed)
     if not valid:
         train, valid = train[1:], train[:1]  # the first frame of the permutation, as split_frames would hold out
+    if len(train) < 2:
+        raise InputError(f"only {len(frames)} labelled frames; run longer teacher MD (--md-time) or sample more often (--frame-every).")
     return train, valid
 
 

@@ -317,10 +317,14 @@ def run_md(
     atoms = atoms.copy()
     forcefield.check_elements(atoms, label)
     domain_notes = forcefield.check_domain(atoms, config.temperature_K, label)
-    monitor = None
-    if integrity != "off":
-        mobile = (metadata or {}).get("mobile_ion")
-        monitor = IntegrityMonitor(atoms, {mobile} if mobile else None)
+    mobile = (metadata or {}).get("mobile_ion")
+
+    def start_monitor(start: Atoms) -> IntegrityMonitor | None:
+        # referenced to the structure the run starts from: after the relaxation when ``relax``
+        # is on, since an affinely strained input's bonds are compressed or stretched and
+        # would make the coordination shell wrong
+        return IntegrityMonitor(start, {mobile} if mobile else None) if integrity != "off" else None
+
     atoms.calc = forcefield.calculator
     dt = config.timestep_fs * units.fs
     rng = np.random.default_rng(config.seed)
@@ -356,6 +360,11 @@ def run_md(
             )
         if len(state["numbers"]) != len(atoms) or (state["numbers"] != atoms.numbers).any():
             raise InputError(f"{ckpt}: the checkpoint holds a different structure; start afresh without --resume.")
+        start = atoms.copy()
+        if integrity != "off" and config.relax:  # the same (deterministic) relaxed start as the first session
+            start.calc = forcefield.calculator
+            _relax(start, config.relax_fmax_eV_A)
+        monitor = start_monitor(start)
         atoms.set_cell(state["cell"], scale_atoms=False)
         atoms.set_positions(state["positions"])
         atoms.set_momenta(state["momenta"])
@@ -375,10 +384,7 @@ def run_md(
         guards_eq = _Guards(atoms, config, label)
         if config.relax:
             meta["relax_steps"] = _relax(atoms, config.relax_fmax_eV_A)
-            if monitor is not None:
-                # the relaxed structure is the start: an affinely strained input's bonds are
-                # compressed or stretched, which would make the coordination shell wrong
-                monitor = IntegrityMonitor(atoms, monitor.mobile)
+        monitor = start_monitor(atoms)
         MaxwellBoltzmannDistribution(atoms, temperature_K=config.temperature_K, rng=rng)
         Stationary(atoms)
         if config.npt_ps > 0:
