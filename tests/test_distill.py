@@ -21,7 +21,7 @@ SHARED_TRAINING = Path(__file__).resolve().parents[1] / "src" / "ionraman" / "da
 
 TINY = DistillConfig(teacher="python:ase.calculators.emt:EMT", temperatures_K=(300.0, 900.0), md_time_ps=0.2,
                      equilibrate_ps=0.02, frame_every_fs=10.0, strains=(0.01,), vacancy=False, num_channels=8,
-                     epochs=3, batch_size=4, r_max_A=4.0)
+                     epochs=3, batch_size=4, r_max_A=4.0, large_supercell="2x1x1", large_md_time_ps=0.2)
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +35,13 @@ def distilled(tmp_path_factory):
 
 def test_distill_end_to_end_learns_the_teacher(distilled):
     d, res = distilled
-    # 2 temperatures × 2 cells × 20 production frames (frame 0 left out) = 76 frames + 4 extra
-    assert res.n_train + res.n_valid == 4 * 20
-    assert res.n_valid == 8
+    # 2 temperatures × 3 cells (base, strained, 2×1×1 larger) × 20 production frames (frame 0 left out)
+    assert res.n_train + res.n_valid == 6 * 20
+    assert res.n_valid == 12
+    frames = ase.io.read(d / "ff" / "data" / "train.xyz", ":") + ase.io.read(d / "ff" / "data" / "valid.xyz", ":")
+    sizes = {len(a) for a in frames}
+    assert sizes == {8, 16}  # the larger cell's frames are in the training data
+    assert sum(len(a) == 16 for a in frames) == 2 * 20
     err = res.errors
     # three epochs already take the force error far below the force scale itself
     assert err["force_rmse_meV_A"] < 0.3 * err["force_rms_dft_meV_A"]
@@ -47,6 +51,20 @@ def test_distill_end_to_end_learns_the_teacher(distilled):
     assert lo == pytest.approx(3.6**3 / 4, rel=1e-6) and hi == pytest.approx(3.6**3 / 4 * 1.01**3, rel=1e-6)
     m = json.loads((d / "ff" / MANIFEST).read_text())
     assert m["architecture"] == "MACE" and m["teacher"]["spec"] == "python:ase.calculators.emt:EMT"
+    assert m["config"]["pair_repulsion"] is True  # the ZBL wall is on by default
+
+
+def test_pair_repulsion_is_a_short_range_wall(distilled):
+    """With the ZBL term the distilled model repels two atoms pushed far closer than any training frame."""
+    d, _ = distilled
+    ff = get_forcefield(f"distilled:{d / 'ff'}")
+    energies = []
+    for r in (1.0, 0.6):
+        a = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 2))
+        a.positions[1] = a.positions[0] + np.array([r, 0.0, 0.0])
+        a.calc = ff.calculator
+        energies.append(a.get_potential_energy())
+    assert energies[1] - energies[0] > 20.0  # eV: the Cu–Cu ZBL energy rises by hundreds of eV from 1.0 to 0.6 Å
 
 
 def test_saved_and_loaded_model_gives_identical_forces(distilled):

@@ -872,6 +872,9 @@ def distill(
     strains: Annotated[str, typer.Option("--strains", help="Linear strains of extra sampled cells, e.g. -0.015,0.015 ('' for none).")] = "-0.015,0.015",
     vacancy: Annotated[bool, typer.Option("--vacancy/--no-vacancy", help="Also sample a cell with one mobile ion removed (uncompensated: it carries a hole).")] = False,
     supercell: Annotated[str | None, typer.Option("--supercell", help="Repeats of the sampled cells (default: the structure's own cell).")] = None,
+    large_supercell: Annotated[str | None, typer.Option("--large-supercell", help="Also sample the base structure in this larger cell, e.g. 2x2x2.")] = None,
+    large_md_time: Annotated[float, typer.Option("--large-md-time", help="Teacher MD production of the larger cell per temperature, ps.")] = 0.4,
+    pair_repulsion: Annotated[bool, typer.Option("--pair-repulsion/--no-pair-repulsion", help="Add a ZBL short-range repulsion to the learned energy.")] = True,
     epochs: Annotated[int, typer.Option("--epochs", help="Maximum training epochs (early stopping on the held-out loss).")] = 300,
     channels: Annotated[int, typer.Option("--channels", help="MACE channels per irrep.")] = 16,
     r_max: Annotated[float, typer.Option("--r-max", help="MACE cutoff radius, Å.")] = 5.0,
@@ -891,7 +894,8 @@ def distill(
 
     cfg = DistillConfig(teacher=teacher, temperatures_K=tuple(_floats(temperatures, "--temperatures", "K", "300,500,700,900")),
                         md_time_ps=md_time, frame_every_fs=frame_every, strains=tuple(_floats(strains, "--strains", "fractions", "-0.015,0.015")),
-                        vacancy=vacancy, supercell=supercell, epochs=epochs, num_channels=channels, r_max_A=r_max,
+                        vacancy=vacancy, supercell=supercell, large_supercell=large_supercell, large_md_time_ps=large_md_time,
+                        pair_repulsion=pair_repulsion, epochs=epochs, num_channels=channels, r_max_A=r_max,
                         max_L=max_l, correlation=correlation,
                         val_fraction=val_fraction, allow_broken_teacher=allow_broken_teacher, seed=seed)
     res = do_distill(inputs, output, cfg, progress=True)

@@ -74,6 +74,11 @@ class DistillConfig:
     # charge-compensated vacancies distil a doped structure (e.g. --substitute Sb:W) instead
     vacancy: bool = False
     supercell: str | None = None  # None: the structure's own cell
+    # teacher MD of the base structure also in this larger cell (e.g. "2x2x2"): a model trained on
+    # small cells only saw their few, periodic neighbour arrangements and let two Na collapse in
+    # 128-atom MD at 800 K (docs/physics/distillation.md)
+    large_supercell: str | None = None
+    large_md_time_ps: float = 0.4
     val_fraction: float = 0.1
     seed: int = 0
     allow_broken_teacher: bool = False
@@ -93,6 +98,9 @@ class DistillConfig:
     energy_weight: float = 1.0
     forces_weight: float = 100.0
     dtype: str = "float32"
+    # ZBL screened-nuclear repulsion added to the learned energy (mace --pair_repulsion): a short-range
+    # wall where training data has no frames, so rare close approaches repel instead of collapsing
+    pair_repulsion: bool = True
 
     def validate(self) -> None:
         if not self.temperatures_K or min(self.temperatures_K) <= 0:
@@ -103,6 +111,12 @@ class DistillConfig:
             raise InputError(f"--frame-every {self.frame_every_fs} fs is shorter than the time step {self.timestep_fs} fs.")
         if any(abs(s) >= 0.1 for s in self.strains):
             raise InputError(f"--strains {self.strains}: linear strains above 10 % leave the physical range; use e.g. -0.015,0.015.")
+        if self.large_supercell:
+            from .structures import parse_supercell
+
+            parse_supercell(self.large_supercell)  # one clear sentence on a malformed repeat
+            if not self.large_md_time_ps > 0:
+                raise InputError(f"--large-md-time {self.large_md_time_ps}: give a positive time in ps, e.g. 0.4.")
         if self.epochs < 1 or self.batch_size < 1:
             raise InputError("--epochs and --batch-size must be positive integers.")
 
@@ -124,11 +138,11 @@ class DistillConfig:
             "--lr", str(self.lr), "--scheduler_patience", "5", "--patience", "30", "--ema", "--ema_decay", "0.99",
             "--amsgrad", "--default_dtype", self.dtype, "--seed", str(self.seed), "--device", "cpu",
             "--eval_interval", "1", "--error_table", "PerAtomRMSE", "--energy_key", _E, "--forces_key", _F,
-        ]
+        ] + (["--pair_repulsion"] if self.pair_repulsion else [])
 
 
 _SAMPLING_FIELDS = ("teacher", "temperatures_K", "md_time_ps", "equilibrate_ps", "timestep_fs", "frame_every_fs", "strains",
-                    "vacancy", "supercell", "val_fraction", "seed", "allow_broken_teacher")
+                    "vacancy", "supercell", "large_supercell", "large_md_time_ps", "val_fraction", "seed", "allow_broken_teacher")
 
 
 @dataclass
@@ -270,6 +284,10 @@ def _sample(structures: Sequence[Any], cfg: DistillConfig, out: Path, log: Calla
         vac = _remove_mobile(base, loaded.mobile_ion, cfg.seed) if cfg.vacancy else None
         if vac is not None:
             cells.append((f"vac{loaded.mobile_ion}", vac))
+        if cfg.large_supercell:
+            from .structures import parse_supercell
+
+            cells.append((f"x{cfg.large_supercell}", base.repeat(parse_supercell(cfg.large_supercell))))
         stem = f"{_slug(loaded.name)}_{formula(base)}"  # a doped copy of a built-in keeps its name
         for tag, atoms in cells:
             for T in cfg.temperatures_K:
@@ -278,11 +296,11 @@ def _sample(structures: Sequence[Any], cfg: DistillConfig, out: Path, log: Calla
                 # a strained cell starts from relaxed positions: its affinely scaled bonds would otherwise
                 # be the integrity monitor's reference, and thermal stretching of the relaxed bonds past
                 # 1.2 × the compressed length would count as a broken framework (measured: r3 at 900 K, −1.5 %)
-                mdc = MDConfig(temperature_K=float(T), time_ps=cfg.md_time_ps, timestep_fs=cfg.timestep_fs,
+                mdc = MDConfig(temperature_K=float(T), time_ps=cfg.large_md_time_ps if tag.startswith("x") else cfg.md_time_ps, timestep_fs=cfg.timestep_fs,
                                equilibrate_ps=cfg.equilibrate_ps, sample_every=max(1, int(round(cfg.frame_every_fs / cfg.timestep_fs))),
                                seed=cfg.seed, relax=tag.startswith("strain"))
                 if not path.exists() or checkpoint_path(path).exists():
-                    log(f"teacher MD {name} ({len(atoms)} atoms, {cfg.md_time_ps:g} ps)")
+                    log(f"teacher MD {name} ({len(atoms)} atoms, {mdc.time_ps:g} ps)")
                     run_md(atoms, teacher, mdc, path, resume=True, metadata=loaded.describe() | {"distill_cell": tag or "base"},
                            integrity="flag")
                 traj = read_h5md(path)
@@ -371,7 +389,8 @@ def distill(
     settings = json.loads(json.dumps({"config": asdict(cfg), "inputs": [_input_name(p) for p in inputs]}))
     if settings_file.exists():
         old = json.loads(settings_file.read_text())
-        old_sampling = {k: old.get("config", {}).get(k) for k in _SAMPLING_FIELDS}
+        defaults = json.loads(json.dumps(asdict(DistillConfig())))
+        old_sampling = {k: old.get("config", {}).get(k, defaults[k]) for k in _SAMPLING_FIELDS}  # fields added later: defaults
         if old.get("inputs") != settings["inputs"] or old_sampling != json.loads(json.dumps(cfg.sampling_dict())):
             raise InputError(f"{out} holds a distillation with other settings ({settings_file}); use a new -o folder or delete it.")
         if old["config"] != settings["config"]:
