@@ -106,3 +106,30 @@ def test_select_from_trajectories(tmp_path):
         select_from_trajectories([cold, hot], n=9, every=2)
     with pytest.raises(InputError, match="no such file"):
         select_from_trajectories([tmp_path / "missing.h5"], n=1)
+
+
+def test_frames_after_a_broken_framework_are_not_candidates(tmp_path, caplog):
+    """A run whose monitor recorded a broken framework only offers the frames before the break."""
+    from ase.spacegroup import crystal
+
+    cell = crystal(["Na", "Sb", "S"], basis=[(0, 0.5, 0.5), (0, 0, 0), (0.1876, 0.1876, 0.1876)], spacegroup=217,
+                   cellpar=[7.17] * 3 + [90] * 3)
+    sb = [i for i, s in enumerate(cell.get_chemical_symbols()) if s == "Sb"][0]
+    s_near = [j for j in range(len(cell)) if cell[j].symbol == "S" and cell.get_distance(sb, j, mic=True) < 2.5][0]
+    bond = cell.get_distance(sb, s_near, mic=True, vector=True)
+    path = tmp_path / "broken.h5"
+    rng = np.random.default_rng(0)
+    meta = {"temperature_K": 900.0, "integrity": {"ok": False, "first_failure_ps": 0.03}}
+    with H5MDWriter(path, numbers=cell.numbers, metadata=meta) as w:
+        for i in range(10):
+            x = cell.positions + rng.normal(scale=0.03, size=cell.positions.shape)
+            if i >= 6:  # from 30 fs on, one S leaves its Sb: a 3-coordinated Sb
+                x[s_near] += 1.2 * bond / np.linalg.norm(bond)
+            w.append(i, 5.0 * i, x, cell.cell.array)
+    with caplog.at_level("WARNING"):
+        sel = select_from_trajectories([path], n=6, every=1)
+    assert sorted(a.info["frame"] for a in sel) == list(range(6))
+    assert "4 frame(s) after the framework broke" in caplog.text
+    with pytest.raises(InputError, match="larger than the 6 candidate"):
+        select_from_trajectories([path], n=7, every=1)
+    assert len(select_from_trajectories([path], n=10, every=1, intact_only=False)) == 10

@@ -537,13 +537,17 @@ def select(
     output: Annotated[Path, typer.Option("-o", "--output", help="extxyz of the selected snapshots.")],
     every: Annotated[int, typer.Option("--every", help="Consider every N-th frame.")] = 1,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the first pick.")] = 0,
+    include_broken: Annotated[bool, typer.Option("--include-broken", help="Also pick frames after a run's framework broke.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary.")] = False,
 ) -> None:
-    """Farthest-point sampling in descriptor space across trajectories: N snapshots worth labelling."""
+    """Farthest-point sampling in descriptor space across trajectories: N snapshots worth labelling.
+
+    Frames after a run's framework broke (the integrity monitor) are left out unless --include-broken.
+    """
     from .polarizability.dataset import write_labelled
     from .polarizability.select import select_from_trajectories
 
-    frames = select_from_trajectories([str(p) for p in trajectories], n, every=every, seed=seed)
+    frames = select_from_trajectories([str(p) for p in trajectories], n, every=every, seed=seed, intact_only=not include_broken)
     write_labelled(output, frames)
     summary = {"n": len(frames), "output": str(output),
                "sources": sorted({str(a.info.get("source", "")) for a in frames})}
@@ -872,7 +876,7 @@ def distill(
     strains: Annotated[str, typer.Option("--strains", help="Linear strains of extra sampled cells, e.g. -0.015,0.015 ('' for none).")] = "-0.015,0.015",
     vacancy: Annotated[bool, typer.Option("--vacancy/--no-vacancy", help="Also sample a cell with one mobile ion removed (uncompensated: it carries a hole).")] = False,
     supercell: Annotated[str | None, typer.Option("--supercell", help="Repeats of the sampled cells (default: the structure's own cell).")] = None,
-    large_supercell: Annotated[str | None, typer.Option("--large-supercell", help="Also sample the base structure in this larger cell, e.g. 2x2x2.")] = None,
+    large_cell: Annotated[int | None, typer.Option("--large-cell", help="Also sample each structure in its near-isotropic supercell of at least N atoms, e.g. 120.")] = None,
     large_md_time: Annotated[float, typer.Option("--large-md-time", help="Teacher MD production of the larger cell per temperature, ps.")] = 0.4,
     pair_repulsion: Annotated[bool, typer.Option("--pair-repulsion/--no-pair-repulsion", help="Add a ZBL short-range repulsion to the learned energy.")] = True,
     epochs: Annotated[int, typer.Option("--epochs", help="Maximum training epochs (early stopping on the held-out loss).")] = 300,
@@ -894,7 +898,7 @@ def distill(
 
     cfg = DistillConfig(teacher=teacher, temperatures_K=tuple(_floats(temperatures, "--temperatures", "K", "300,500,700,900")),
                         md_time_ps=md_time, frame_every_fs=frame_every, strains=tuple(_floats(strains, "--strains", "fractions", "-0.015,0.015")),
-                        vacancy=vacancy, supercell=supercell, large_supercell=large_supercell, large_md_time_ps=large_md_time,
+                        vacancy=vacancy, supercell=supercell, large_min_atoms=large_cell, large_md_time_ps=large_md_time,
                         pair_repulsion=pair_repulsion, epochs=epochs, num_channels=channels, r_max_A=r_max,
                         max_L=max_l, correlation=correlation,
                         val_fraction=val_fraction, allow_broken_teacher=allow_broken_teacher, seed=seed)

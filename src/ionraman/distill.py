@@ -74,10 +74,11 @@ class DistillConfig:
     # charge-compensated vacancies distil a doped structure (e.g. --substitute Sb:W) instead
     vacancy: bool = False
     supercell: str | None = None  # None: the structure's own cell
-    # teacher MD of the base structure also in this larger cell (e.g. "2x2x2"): a model trained on
-    # small cells only saw their few, periodic neighbour arrangements and let two Na collapse in
-    # 128-atom MD at 800 K (docs/physics/distillation.md)
-    large_supercell: str | None = None
+    # teacher MD of each structure also in its near-isotropic supercell with at least this many
+    # atoms (e.g. 120: cubic Na3SbS4 16 → 2×2×2 = 128): a model trained on small cells only saw
+    # their few, periodic neighbour arrangements and let two Na collapse in 128-atom MD at 800 K
+    # (docs/physics/distillation.md)
+    large_min_atoms: int | None = None
     large_md_time_ps: float = 0.4
     val_fraction: float = 0.1
     seed: int = 0
@@ -111,10 +112,9 @@ class DistillConfig:
             raise InputError(f"--frame-every {self.frame_every_fs} fs is shorter than the time step {self.timestep_fs} fs.")
         if any(abs(s) >= 0.1 for s in self.strains):
             raise InputError(f"--strains {self.strains}: linear strains above 10 % leave the physical range; use e.g. -0.015,0.015.")
-        if self.large_supercell:
-            from .structures import parse_supercell
-
-            parse_supercell(self.large_supercell)  # one clear sentence on a malformed repeat
+        if self.large_min_atoms is not None:
+            if self.large_min_atoms < 2:
+                raise InputError(f"--large-cell {self.large_min_atoms}: give the smallest number of atoms of the larger cell, e.g. 120.")
             if not self.large_md_time_ps > 0:
                 raise InputError(f"--large-md-time {self.large_md_time_ps}: give a positive time in ps, e.g. 0.4.")
         if self.epochs < 1 or self.batch_size < 1:
@@ -142,7 +142,7 @@ class DistillConfig:
 
 
 _SAMPLING_FIELDS = ("teacher", "temperatures_K", "md_time_ps", "equilibrate_ps", "timestep_fs", "frame_every_fs", "strains",
-                    "vacancy", "supercell", "large_supercell", "large_md_time_ps", "val_fraction", "seed", "allow_broken_teacher")
+                    "vacancy", "supercell", "large_min_atoms", "large_md_time_ps", "val_fraction", "seed", "allow_broken_teacher")
 
 
 @dataclass
@@ -284,10 +284,11 @@ def _sample(structures: Sequence[Any], cfg: DistillConfig, out: Path, log: Calla
         vac = _remove_mobile(base, loaded.mobile_ion, cfg.seed) if cfg.vacancy else None
         if vac is not None:
             cells.append((f"vac{loaded.mobile_ion}", vac))
-        if cfg.large_supercell:
-            from .structures import parse_supercell
+        if cfg.large_min_atoms and cfg.large_min_atoms > len(base):
+            from .structures import supercell_repeats
 
-            cells.append((f"x{cfg.large_supercell}", base.repeat(parse_supercell(cfg.large_supercell))))
+            reps = supercell_repeats(base.cell.array, len(base), min_atoms=cfg.large_min_atoms)
+            cells.append(("x" + "x".join(map(str, reps)), base.repeat(reps)))
         stem = f"{_slug(loaded.name)}_{formula(base)}"  # a doped copy of a built-in keeps its name
         for tag, atoms in cells:
             for T in cfg.temperatures_K:

@@ -17,6 +17,7 @@ trajectory would extrapolate to.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +29,8 @@ from ..errors import InputError
 from .descriptors import SoapSettings, species_of, structure_soap
 
 __all__ = ["farthest_point_sampling", "select_from_trajectories", "frame_descriptors"]
+
+log = logging.getLogger(__name__)
 
 
 def frame_descriptors(
@@ -116,6 +119,19 @@ def frames_to_array(X: np.ndarray) -> np.ndarray:
     return X
 
 
+def _first_failure_fs(path: str) -> float | None:
+    """Time (fs) of the first stored frame with a broken framework, None when intact or unmonitored."""
+    from ..integrity import check_trajectory
+    from ..trajectory import read_h5md
+
+    traj = read_h5md(path)
+    integ = traj.metadata.get("integrity") or {}
+    if integ.get("ok", True):
+        return None
+    rep = check_trajectory(traj)  # the run's own record may date from thermalisation; the stored frames decide
+    return None if rep.ok or rep.first_failure_ps is None else 1000.0 * float(rep.first_failure_ps)
+
+
 def select_from_trajectories(
     paths: Sequence[str | os.PathLike],
     n: int,
@@ -124,11 +140,16 @@ def select_from_trajectories(
     descriptor: Any = None,
     start: str = "farthest",
     skip_fs: float = 0.0,
+    intact_only: bool = True,
 ) -> list[Atoms]:
     """Pick ``n`` diverse snapshots from several H5MD trajectories (e.g. different temperatures).
 
     Every ``every``-th frame of each file (after the first ``skip_fs`` fs of equilibration) is a
-    candidate; frames are wrapped into the cell. Each returned Atoms records in ``info``:
+    candidate; frames are wrapped into the cell. With ``intact_only`` (default), a file whose
+    integrity monitor recorded a broken framework is checked again frame by frame
+    (:func:`ionraman.integrity.check_trajectory`) and only the frames before the first failure
+    are candidates: labels of a force field's broken chemistry (e.g. CHGNet's Na3PS4 at 900 K,
+    a P with three S) would teach the polarizability model configurations the material never has. Each returned Atoms records in ``info``:
     ``source`` (path), ``frame`` (index in that file), ``time_fs`` and ``temperature_K``
     (from the file's metadata, NaN if absent), plus ``fps_rank`` and ``fps_distance``.
     The result is in FPS order (most informative first).
@@ -141,11 +162,16 @@ def select_from_trajectories(
     if int(every) < 1:
         raise InputError(f"every={every} must be a positive integer (take every k-th frame).")
     pool: list[Atoms] = []
+    dropped: dict[str, int] = {}
     for p in paths:
         traj = read_h5md(p, step=int(every))
+        t_stop = _first_failure_fs(p) if intact_only else None
         for k in range(traj.n_frames):
             t = float(traj.time_fs[k])
             if t < skip_fs:
+                continue
+            if t_stop is not None and t >= t_stop:
+                dropped[p] = dropped.get(p, 0) + 1
                 continue
             a = traj.atoms(k, wrap=True)
             a.info["source"] = p
@@ -153,8 +179,11 @@ def select_from_trajectories(
             a.info["time_fs"] = t
             a.info["temperature_K"] = float(traj.temperature_K)
             pool.append(a)
+    for p, k in dropped.items():
+        log.warning("%s: %d frame(s) after the framework broke are not candidates", p, k)
     if not pool:
-        raise InputError(f"no frames left after skip_fs={skip_fs} fs in {', '.join(paths)}; lower skip_fs or run longer.")
+        raise InputError(f"no frames left after skip_fs={skip_fs} fs and before any framework failure in {', '.join(paths)}; "
+                         "lower skip_fs, run longer or at a temperature where the force field keeps the framework intact.")
     if int(n) > len(pool):
         raise InputError(
             f"n={n} is larger than the {len(pool)} candidate frames (every={every}); lower every or n, or add trajectories."

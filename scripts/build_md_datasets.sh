@@ -1,0 +1,56 @@
+#!/bin/bash
+# Issue #8: CP2K polarizability labels of ML-MD snapshots for the candidates the demo screens.
+#
+#   scripts/build_md_datasets.sh [WORK=runs/pol8] [NAMES...]
+#
+# For each dataset: NVT ML-MD of the label cell at 300, 600 and 900 K (2 ps after 0.5 ps,
+# frames every 10 fs), N snapshots by farthest-point sampling in descriptor space
+# (`ionraman select`), CP2K labels (`ionraman label --engine cp2k`, the defaults: PBE, GTH,
+# DZVP-MOLOPT, 300 Ry, Γ, Berry-phase dipole, Na q1), then scripts/ship_labels.py adds the
+# finished labels to src/ionraman/data/datasets/. Every stage resumes: rerun the same command
+# after an interruption (finished MD runs and labels are kept). Cubic Na3SbS4's snapshots are
+# the teacher MD of `ionraman distill Na3SbS4-cubic --teacher auto --temperatures 300,600,900
+# --md-time 0.6 --frame-every 30` (plain and ±1.5 % strained cells; its sample/ folder).
+# CP2K cost on 2 cores: ≈ 45 s per 16-atom Na3SbS4/Na3PS4 frame.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WORK=${WORK:-runs/pol8}
+I=${IONRAMAN:-.venv/bin/ionraman}
+PY=${PYTHON:-.venv/bin/python}
+export OMP_NUM_THREADS=1 HDF5_USE_FILE_LOCKING=FALSE
+mkdir -p "$WORK/md"
+
+# name | structure | extra md args | force field | labels
+TABLE="
+Na3SbS4-cubic|-|-|finetuned:Na3SbS4-cubic|100
+Na3SbS4-tetragonal|Na3SbS4-tetragonal|-|finetuned:Na3SbS4-cubic|60
+Na3PS4-tetragonal|Na3PS4-tetragonal|-|chgnet|50
+Na3SbS4-cubic-W0.25|$WORK/md/W0.25.extxyz|-|finetuned:Na3SbS4-cubic|50
+NaCl|NaCl|--supercell 2x2x2|chgnet|50
+AgI-alpha|AgI-alpha|--supercell 2x2x2|chgnet|50
+"
+test -f "$WORK/md/W0.25.extxyz" || $I build Na3SbS4-cubic --supercell 1x2x1 --substitute Sb:W:0.25 --seed 3 -o "$WORK/md/W0.25.extxyz"
+want=" $* "
+echo "$TABLE" | while IFS='|' read -r name structure extra ff n; do
+  [ -z "$name" ] && continue
+  [ $# -gt 0 ] && [[ "$want" != *" $name "* ]] && continue
+  if [ "$structure" = "-" ]; then
+    test -d runs/distill_r3/sample || $I distill Na3SbS4-cubic --teacher auto --temperatures 300,600,900 --md-time 0.6 --frame-every 30 -o runs/distill_r3
+    pool=(runs/distill_r3/sample/Na3SbS4-cubic_Na6Sb2S8_*K.h5)
+  else
+    pool=()
+    for T in 300 600 900; do
+      f=$WORK/md/${name%-W0.25}_${T}K.h5
+      [ "$name" = "Na3SbS4-cubic-W0.25" ] && f=$WORK/md/W0.25_${T}K.h5
+      if [ ! -f "$f.done" ]; then
+        # shellcheck disable=SC2086
+        $I md "$structure" -o "$f" -T $T --time 2 --equilibrate 0.5 --timestep 2 --sample-every 5 \
+          --forcefield "$ff" --seed $T $( [ "$extra" = "-" ] || echo $extra ) && touch "$f.done"
+      fi
+      pool+=("$f")
+    done
+  fi
+  test -f "$WORK/${name}_snapshots.xyz" || $I select "${pool[@]}" -n "$n" -o "$WORK/${name}_snapshots.xyz"
+  $I label "$WORK/${name}_snapshots.xyz" --engine cp2k -o "$WORK/${name}.xyz" --workers 1 --workdir "$WORK/cp2k_${name}" --no-progress || true
+  $PY scripts/ship_labels.py "$WORK/${name}.xyz" --dataset "$name" --candidate "$name" --forcefield "$ff"
+done
