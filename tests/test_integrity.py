@@ -157,3 +157,29 @@ def test_thermal_reference_with_a_stretched_bond(cell):
     c = m.check(a, 0.1)
     assert c.ok, m.failure(c)
     assert c.coordination_min == 4
+
+
+def test_production_failure_time_rechecks_a_thermalisation_flag(cell):
+    """A flag recorded while heating (negative time) only counts if the stored frames are broken."""
+    from ionraman.integrity import production_failure_ps
+
+    rng = np.random.default_rng(4)
+    intact = [cell.copy() for _ in range(6)]
+    for a in intact:
+        a.positions += rng.normal(scale=0.03, size=a.positions.shape)
+    traj = trajectory_from_atoms_list(intact, dt_fs=10.0)
+    traj.metadata["integrity"] = {"ok": True}
+    assert production_failure_ps(traj) is None
+    traj.metadata["integrity"] = {"ok": False, "first_failure_ps": -0.02}
+    assert production_failure_ps(traj) is None  # heating flagged a moment, production is intact
+    traj.metadata["integrity"] = {"ok": False, "first_failure_ps": 0.03}
+    assert production_failure_ps(traj) == 0.03  # recorded in production: taken as recorded
+    broken = [a.copy() for a in intact]
+    sb = [i for i, s in enumerate(cell.get_chemical_symbols()) if s == "Sb"][0]
+    s_near = [j for j in range(len(cell)) if cell[j].symbol == "S" and cell.get_distance(sb, j, mic=True) < 2.5][0]
+    v = cell.get_distance(sb, s_near, mic=True, vector=True)
+    for a in broken[4:]:
+        a.positions[s_near] += 1.2 * v / np.linalg.norm(v)
+    traj = trajectory_from_atoms_list(broken, dt_fs=10.0)
+    traj.metadata["integrity"] = {"ok": False, "first_failure_ps": -0.02}
+    assert production_failure_ps(traj) == pytest.approx(0.04)

@@ -260,6 +260,7 @@ def _dft_labelled(path: Path) -> list[Atoms] | None:
 def _sample(structures: Sequence[Any], cfg: DistillConfig, out: Path, log: Callable[[str], None]) -> tuple[list[Atoms], dict[str, Any], list[str]]:
     """Stages 1–2 for structures (specs or :class:`~ionraman.structures.LoadedStructure`): teacher MD and labels."""
     from .forcefields import get_forcefield, resolve_forcefield
+    from .integrity import production_failure_ps
     from .md import MDConfig, checkpoint_path, run_md
     from .structures import load_structure
     from .trajectory import read_h5md
@@ -306,8 +307,11 @@ def _sample(structures: Sequence[Any], cfg: DistillConfig, out: Path, log: Calla
                            integrity="flag")
                 traj = read_h5md(path)
                 integ = traj.metadata.get("integrity", {})
-                if integ and not integ.get("ok", True):
-                    msg = f"{name}: teacher '{tspec}' broke the framework at {integ.get('first_failure_ps')} ps ({integ.get('reason')})"
+                broken_at = production_failure_ps(traj)
+                if integ and not integ.get("ok", True) and broken_at is None:
+                    log(f"{name}: the monitor flagged the thermalisation ({integ.get('reason')}); the production frames are intact")
+                if broken_at is not None:
+                    msg = f"{name}: teacher '{tspec}' broke the framework at {broken_at:g} ps ({integ.get('reason')})"
                     if not cfg.allow_broken_teacher:
                         raise InputError(
                             f"{msg}; distil from a force field that keeps it intact (fine-tune it: ionraman finetune) "

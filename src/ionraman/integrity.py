@@ -254,3 +254,20 @@ def check_trajectory(traj: Any, mobile_ions: set[str] | None = None, every: int 
     for k in range(0, traj.n_frames, every):
         mon.check(traj.atoms(k), traj.time_fs[k] / 1000.0)
     return mon.report()
+
+
+def production_failure_ps(traj: Any) -> float | None:
+    """When the framework broke within the stored production frames (ps), None if they are intact.
+
+    A failure the run's own monitor recorded during production is taken as recorded. One recorded
+    during thermalisation (negative time: a 20 fs Langevin heating can stretch a bond past the
+    shell for a moment) is checked again on the stored frames, since it need not persist.
+    """
+    integ = traj.metadata.get("integrity") or {}
+    if integ.get("ok", True):
+        return None
+    t = integ.get("first_failure_ps")
+    if t is not None and float(t) >= 0:
+        return float(t)
+    rep = check_trajectory(traj)
+    return None if rep.ok else rep.first_failure_ps

@@ -120,16 +120,12 @@ def frames_to_array(X: np.ndarray) -> np.ndarray:
 
 
 def _first_failure_fs(path: str) -> float | None:
-    """Time (fs) of the first stored frame with a broken framework, None when intact or unmonitored."""
-    from ..integrity import check_trajectory
+    """Time (fs) from which a run's stored frames have a broken framework, None when intact or unmonitored."""
+    from ..integrity import production_failure_ps
     from ..trajectory import read_h5md
 
-    traj = read_h5md(path)
-    integ = traj.metadata.get("integrity") or {}
-    if integ.get("ok", True):
-        return None
-    rep = check_trajectory(traj)  # the run's own record may date from thermalisation; the stored frames decide
-    return None if rep.ok or rep.first_failure_ps is None else 1000.0 * float(rep.first_failure_ps)
+    t = production_failure_ps(read_h5md(path))
+    return None if t is None else 1000.0 * t
 
 
 def select_from_trajectories(
@@ -146,9 +142,8 @@ def select_from_trajectories(
 
     Every ``every``-th frame of each file (after the first ``skip_fs`` fs of equilibration) is a
     candidate; frames are wrapped into the cell. With ``intact_only`` (default), a file whose
-    integrity monitor recorded a broken framework is checked again frame by frame
-    (:func:`ionraman.integrity.check_trajectory`) and only the frames before the first failure
-    are candidates: labels of a force field's broken chemistry (e.g. CHGNet's Na3PS4 at 900 K,
+    integrity monitor recorded a broken framework only offers the frames before the failure
+    (:func:`ionraman.integrity.production_failure_ps`): labels of a force field's broken chemistry (e.g. CHGNet's Na3PS4 at 900 K,
     a P with three S) would teach the polarizability model configurations the material never has. Each returned Atoms records in ``info``:
     ``source`` (path), ``frame`` (index in that file), ``time_fs`` and ``temperature_K``
     (from the file's metadata, NaN if absent), plus ``fps_rank`` and ``fps_distance``.
