@@ -59,6 +59,8 @@ FAMILIES = {
     "lsoap-NaCl": {"datasets": ["NaCl"], "candidates": ["NaCl"]},
 }
 TEST_FRACTION = 0.2
+# a family gets its own model once its main dataset has this many labels (else lsoap-cp2k serves it)
+MIN_FAMILY_LABELS = 30
 # descriptor settings tried by CV (cutoff: the first shell alone vs the first two shells)
 DESCRIPTOR_GRID = [{"cutoff_A": 4.0}, {"cutoff_A": 5.0}, {"cutoff_A": 6.0, "max_radial": 6}]
 # datasets whose general-model CV is reported (the others have their family model)
@@ -125,7 +127,7 @@ def main() -> None:
     family_entries = []
     for name, spec in FAMILIES.items():
         present = [d for d in spec["datasets"] if d in sets]
-        if spec["datasets"][0] in present:  # a family is trained once its main dataset exists
+        if spec["datasets"][0] in present and len(sets[spec["datasets"][0]]) >= MIN_FAMILY_LABELS:
             family_entries.append(train_family(name, {**spec, "datasets": present}, sets))
     # … and one on every label for the remaining built-ins (e.g. the calibration set's LiF, LiI)
     served = {c for e in family_entries for c in e["candidates"]}
@@ -133,8 +135,36 @@ def main() -> None:
     general = train_general(sets, rest, settings)
     index = family_entries + [general] + index
     (DATA / "models" / "index.json").write_text(json.dumps(index, indent=2, default=str))
+    plot_learning_curves(family_entries, ROOT / "docs" / "figures" / "polarizability_learning_curves.png")
     for e in index:
         print(e["name"], e["n_labels"], e["test"]["iso_rel_rmse"], e["test"]["aniso_rel_rmse"])
+
+
+def plot_learning_curves(entries: list[dict], path: Path) -> None:
+    """Held-out relative RMSE (iso, aniso) against the number of training labels, one line per family."""
+    if not entries:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    for ax, part in zip(axes, ("iso", "aniso")):
+        for e in entries:
+            lc = e["learning_curve"]
+            ax.plot([p["n_train"] for p in lc], [p[f"{part}_rel_rmse"] for p in lc], "o-", label=e["name"])
+            ax.axhline(e["bond_model_test"][f"{part}_rel_rmse"], ls=":", lw=0.8, color=ax.lines[-1].get_color())
+        ax.set_xscale("log")
+        ax.set_xlabel("training labels")
+        ax.set_title({"iso": "isotropic part", "aniso": "anisotropic part"}[part])
+    axes[0].set_ylabel("held-out RMSE / std of labels")
+    axes[0].legend(fontsize=8)
+    fig.text(0.5, -0.02, "dotted: bond-polarizability model fitted on the same frames", ha="center", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
 
 
 def _settings_of(frames: list, what: str) -> dict:

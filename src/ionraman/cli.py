@@ -678,6 +678,8 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
         d = dict(e)
         if d.get("dataset"):
             d["dataset"] = str(_models_dir().parent / "datasets" / d["dataset"])
+        if d.get("datasets"):
+            d["datasets"] = [str(_models_dir().parent / "datasets" / f) for f in d["datasets"]]
         items.append(d)
     if as_json:
         _print_json(items)
