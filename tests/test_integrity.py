@@ -17,6 +17,13 @@ def cell():
     return a * (2, 2, 2)
 
 
+def _sb_and_bonded_s(atoms):
+    """The first Sb and one S bonded to it (indices)."""
+    sb = [i for i, s in enumerate(atoms.get_chemical_symbols()) if s == "Sb"][0]
+    s_near = [j for j in range(len(atoms)) if atoms[j].symbol == "S" and atoms.get_distance(sb, j, mic=True) < 2.5][0]
+    return sb, s_near
+
+
 def test_reference_bonding_is_found(cell):
     m = IntegrityMonitor(cell, {"Na"})
     assert m.framework_cations == ["Sb"] and m.anions == ["S"]
@@ -63,8 +70,7 @@ def test_s_s_dimer_is_flagged(cell):
 def test_broken_tetrahedron_is_flagged(cell):
     m = IntegrityMonitor(cell, {"Na"})
     a = cell.copy()
-    sb = [i for i, s in enumerate(a.get_chemical_symbols()) if s == "Sb"][0]
-    s_near = [j for j in range(len(a)) if a[j].symbol == "S" and a.get_distance(sb, j, mic=True) < 2.5][0]
+    sb, s_near = _sb_and_bonded_s(a)
     # pull one S 1.2 Å further out along the bond: Sb–S ≈ 3.5 Å > the 2.7 Å shell
     v = a.get_distance(sb, s_near, mic=True, vector=True)
     a.positions[s_near] += 1.2 * v / np.linalg.norm(v)
@@ -82,8 +88,7 @@ def test_broken_tetrahedron_is_flagged(cell):
 def test_a_stretch_that_returns_within_a_vibrational_period_is_not_a_break(cell):
     m = IntegrityMonitor(cell, {"Na"})
     a = cell.copy()
-    sb = [i for i, s in enumerate(a.get_chemical_symbols()) if s == "Sb"][0]
-    s_near = [j for j in range(len(a)) if a[j].symbol == "S" and a.get_distance(sb, j, mic=True) < 2.5][0]
+    sb, s_near = _sb_and_bonded_s(a)
     v = a.get_distance(sb, s_near, mic=True, vector=True)
     stretched = a.copy()
     stretched.positions[s_near] += 0.6 * v / np.linalg.norm(v)  # Sb–S 2.93 Å > the 2.80 Å shell
@@ -195,8 +200,7 @@ def test_production_failure_time_rechecks_a_thermalisation_flag(cell):
     traj.metadata["integrity"] = {"ok": False, "first_failure_ps": 0.03}
     assert production_failure_ps(traj) == 0.03  # recorded in production: taken as recorded
     broken = [a.copy() for a in intact] + [intact[-1].copy() for _ in range(10)]
-    sb = [i for i, s in enumerate(cell.get_chemical_symbols()) if s == "Sb"][0]
-    s_near = [j for j in range(len(cell)) if cell[j].symbol == "S" and cell.get_distance(sb, j, mic=True) < 2.5][0]
+    sb, s_near = _sb_and_bonded_s(cell)
     v = cell.get_distance(sb, s_near, mic=True, vector=True)
     for a in broken[4:]:  # from 40 fs on, for 120 fs: a broken bond
         a.positions[s_near] += 1.2 * v / np.linalg.norm(v)
