@@ -63,6 +63,9 @@ def main() -> None:
     ap.add_argument("--equilibrate", type=float, default=1.0)
     ap.add_argument("--d-cell", choices=("doped", "stoich", "vacancy"), default="doped")
     ap.add_argument("--epochs", type=int, default=300)
+    ap.add_argument("--max-L", type=int, default=DistillConfig.max_L, help="MACE message symmetry order")
+    ap.add_argument("--correlation", type=int, default=DistillConfig.correlation, help="MACE body order minus one")
+    ap.add_argument("--channels", type=int, default=DistillConfig.num_channels)
     ap.add_argument("--distill-temperatures", default="300,600,900", help="teacher sampling temperatures, K")
     ap.add_argument("--distill-md-time", type=float, default=0.6, help="teacher MD per sampled cell and temperature, ps")
     ap.add_argument("--large-cell", type=int, default=120,
@@ -78,7 +81,8 @@ def main() -> None:
     teacher = get_forcefield(resolve_forcefield(args.teacher, "Na3SbS4-cubic"))
     cfg = DistillConfig(teacher=teacher.name, epochs=args.epochs, md_time_ps=args.distill_md_time, frame_every_fs=30.0,
                         temperatures_K=tuple(float(t) for t in args.distill_temperatures.split(",")),
-                        large_min_atoms=args.large_cell or None, large_md_time_ps=args.large_md_time)
+                        large_min_atoms=args.large_cell or None, large_md_time_ps=args.large_md_time,
+                        max_L=args.max_L, correlation=args.correlation, num_channels=args.channels)
     log(f"distilling {teacher.name} (cached in {work / 'ff'})")
     inputs: list = ["Na3SbS4-cubic"]
     if args.d_cell == "doped":
