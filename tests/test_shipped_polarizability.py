@@ -50,7 +50,7 @@ def test_the_kept_cp2k_input_is_what_relabelling_a_shipped_frame_runs(path, tmp_
 
 def test_each_family_model_lists_its_dataset_test_errors_learning_curve_and_bond_comparison():
     fams = [e for e in shipped_models() if e["name"].startswith("lsoap-") and e["name"] != "lsoap-cp2k"]
-    assert "lsoap-Na3SbS4" in {e["name"] for e in fams}  # the others once their datasets reach 30 labels
+    assert "lsoap-Na3SbS4" in {e["name"] for e in fams}  # the others once their datasets reach 20 labels
     for e in fams:
         files = [DATA / "datasets" / d for d in e["datasets"]]
         assert e["n_labels"] == sum(len(read_labelled(f)) for f in files)
