@@ -63,8 +63,6 @@ TEST_FRACTION = 0.2
 MIN_FAMILY_LABELS = 20
 # descriptor settings tried by CV (cutoff: the first shell alone vs the first two shells)
 DESCRIPTOR_GRID = [{"cutoff_A": 4.0}, {"cutoff_A": 5.0}, {"cutoff_A": 6.0, "max_radial": 6}]
-# datasets whose general-model CV is reported (the others have their family model)
-GENERAL_TESTED = ("LiF", "LiI")
 
 
 def _present_types(frames: list) -> list[str]:
@@ -82,15 +80,8 @@ def main() -> None:
     # held-out errors: 4-fold CV within each material, other materials always in training
     tests = {}
     for name, frames in sets.items():
-        others = [a for n, fr in sets.items() if n != name for a in fr]
-        pred, true = [], []
-        folds = np.array_split(np.arange(len(frames)), min(4, len(frames)))
-        for f in folds:
-            train = others + [frames[i] for i in range(len(frames)) if i not in set(f)]
-            m = BondPolarizabilityModel(cutoffs=CUTOFFS).fit(train, bond_types=_present_types(train))
-            pred.append(m.predict([frames[i] for i in f]))
-            true.append(np.array([get_alpha(frames[i]) for i in f]))
-        err = polarizability_errors(np.concatenate(pred), np.concatenate(true))
+        pred, true = _cv_within(sets, name, lambda tr: BondPolarizabilityModel(cutoffs=CUTOFFS).fit(tr, bond_types=_present_types(tr)))
+        err = polarizability_errors(pred, true)
         tests[name] = {k: round(float(v), 4) for k, v in err.items()}
         print(name, len(frames), tests[name])
     out = model.to_dict()
@@ -132,7 +123,8 @@ def main() -> None:
     # … and one on every label for the remaining built-ins (e.g. the calibration set's LiF, LiI)
     served = {c for e in family_entries for c in e["candidates"]}
     rest = sorted(c for c in index[0]["candidates"] if c not in served)
-    general = train_general(sets, rest, settings)
+    covered = {d for e in family_entries for d in e["datasets"]}
+    general = train_general(sets, rest, [n for n in sets if f"{n}.xyz" not in covered], settings)
     index = family_entries + [general] + index
     (DATA / "models" / "index.json").write_text(json.dumps(index, indent=2, default=str))
     plot_learning_curves(family_entries, ROOT / "docs" / "figures" / "polarizability_learning_curves.png")
@@ -211,7 +203,7 @@ def train_family(name: str, spec: dict, sets: dict) -> dict:
         test += te
         test_of[d] = te
     cv = PolarizabilityModel(cv_folds=5, descriptor_grid=DESCRIPTOR_GRID).fit(train)
-    chosen = cv.settings_.to_dict() if hasattr(cv.settings_, "to_dict") else dict(vars(cv.settings_))
+    chosen = cv.settings_.to_dict()
     per = {}
     for d, te in test_of.items():
         if not te:
@@ -263,23 +255,29 @@ def train_family(name: str, spec: dict, sets: dict) -> dict:
     }
 
 
-def train_general(sets: dict, candidates: list[str], settings: dict) -> dict:
-    """The λ-SOAP model on every shipped label, for built-ins without a family model; 4-fold CV per dataset."""
+def _cv_within(sets: dict, name: str, fit) -> tuple[np.ndarray, np.ndarray]:
+    """4-fold CV within dataset ``name``, every other dataset always in training: (predicted, true) tensors, Å³."""
+    frames = sets[name]
+    others = [a for n, fr in sets.items() if n != name for a in fr]
+    pred, true = [], []
+    for f in np.array_split(np.arange(len(frames)), min(4, len(frames))):
+        held = set(f.tolist())
+        m = fit(others + [a for i, a in enumerate(frames) if i not in held])
+        pred.append(m.predict([frames[i] for i in f]))
+        true.append(np.array([get_alpha(frames[i]) for i in f]))
+    return np.concatenate(pred), np.concatenate(true)
+
+
+def train_general(sets: dict, candidates: list[str], tested: list[str], settings: dict) -> dict:
+    """The λ-SOAP model on every shipped label, for built-ins without a family model; its test is
+    4-fold CV within each dataset in ``tested`` (those no family model covers)."""
     from ionraman.polarizability.model import PolarizabilityModel
     from ionraman.polarizability.model import polarizability_errors as tensor_errors
 
     ttests = {}
-    for name, frames in sets.items():
-        if name not in GENERAL_TESTED:
-            continue
-        others = [a for n, fr in sets.items() if n != name for a in fr]
-        pred, true = [], []
-        for f in np.array_split(np.arange(len(frames)), min(4, len(frames))):
-            train = others + [frames[i] for i in range(len(frames)) if i not in set(f)]
-            m = PolarizabilityModel(cv_folds=3).fit(train)
-            pred.append(m.predict([frames[i] for i in f]))
-            true.append(np.array([get_alpha(frames[i]) for i in f]))
-        ttests[name] = _rounded(tensor_errors(np.concatenate(pred), np.concatenate(true)))
+    for name in tested:
+        pred, true = _cv_within(sets, name, lambda tr: PolarizabilityModel(cv_folds=3).fit(tr))
+        ttests[name] = _rounded(tensor_errors(pred, true))
         print("general", name, ttests[name], flush=True)
     all_frames = [a for fr in sets.values() for a in fr]
     PolarizabilityModel(cv_folds=3).fit(all_frames).save(DATA / "models" / "lsoap_cp2k.npz")

@@ -186,7 +186,7 @@ def test_thermal_reference_with_a_stretched_bond(cell):
 
 def test_production_failure_time_rechecks_a_thermalisation_flag(cell):
     """A flag recorded while heating (negative time) only counts if the stored frames are broken."""
-    from ionraman.integrity import production_failure_ps
+    from ionraman.integrity import production_failure
 
     rng = np.random.default_rng(4)
     intact = [cell.copy() for _ in range(6)]
@@ -194,11 +194,12 @@ def test_production_failure_time_rechecks_a_thermalisation_flag(cell):
         a.positions += rng.normal(scale=0.03, size=a.positions.shape)
     traj = trajectory_from_atoms_list(intact, dt_fs=10.0)
     traj.metadata["integrity"] = {"ok": True}
-    assert production_failure_ps(traj) is None
+    assert production_failure(traj) is None
     traj.metadata["integrity"] = {"ok": False, "first_failure_ps": -0.02}
-    assert production_failure_ps(traj) is None  # heating flagged a moment, production is intact
-    traj.metadata["integrity"] = {"ok": False, "first_failure_ps": 0.03}
-    assert production_failure_ps(traj) == 0.03  # recorded in production: taken as recorded
+    assert production_failure(traj) is None  # heating flagged a moment, production is intact
+    traj.metadata["integrity"] = {"ok": False, "first_failure_ps": 0.03, "reason": "recorded"}
+    assert production_failure(traj).time_ps == 0.03  # recorded in production: taken as recorded
+    assert production_failure(traj).reason == "recorded"
     broken = [a.copy() for a in intact] + [intact[-1].copy() for _ in range(10)]
     sb, s_near = _sb_and_bonded_s(cell)
     v = cell.get_distance(sb, s_near, mic=True, vector=True)
@@ -206,4 +207,7 @@ def test_production_failure_time_rechecks_a_thermalisation_flag(cell):
         a.positions[s_near] += 1.2 * v / np.linalg.norm(v)
     traj = trajectory_from_atoms_list(broken, dt_fs=10.0)
     traj.metadata["integrity"] = {"ok": False, "first_failure_ps": -0.02}
-    assert production_failure_ps(traj) == pytest.approx(0.04)
+    fail = production_failure(traj)
+    assert fail.time_ps == pytest.approx(0.04)
+    # the rechecked reason, not the thermalisation record (the moved S also joins a second Sb's shell)
+    assert fail.reason == "the framework broke at t = 0.04 ps: 2 Sb site(s) changed coordination for ≥ 0.1 ps (minimum 3)"

@@ -260,7 +260,7 @@ def _dft_labelled(path: Path) -> list[Atoms] | None:
 def _sample(structures: Sequence[Any], cfg: DistillConfig, out: Path, log: Callable[[str], None]) -> tuple[list[Atoms], dict[str, Any], list[str]]:
     """Stages 1–2 for structures (specs or :class:`~ionraman.structures.LoadedStructure`): teacher MD and labels."""
     from .forcefields import get_forcefield, resolve_forcefield
-    from .integrity import production_failure_ps
+    from .integrity import production_failure
     from .md import MDConfig, checkpoint_path, run_md
     from .structures import load_structure
     from .trajectory import read_h5md
@@ -281,37 +281,39 @@ def _sample(structures: Sequence[Any], cfg: DistillConfig, out: Path, log: Calla
         teacher = ff_cache[tspec]
         teacher_info = teacher.describe() | {"spec": tspec}
         base = loaded.atoms
-        cells = [("", base)] + [(f"strain{e:+.3f}", _strained(base, e)) for e in cfg.strains]
+        # (tag, atoms, production ps, relax first): a strained cell starts from relaxed positions — its
+        # affinely scaled bonds would otherwise be the integrity monitor's reference, and thermal
+        # stretching of the relaxed bonds past 1.2 × the compressed length would count as a broken
+        # framework (measured: r3 at 900 K, −1.5 %)
+        cells = [("", base, cfg.md_time_ps, False)]
+        cells += [(f"strain{e:+.3f}", _strained(base, e), cfg.md_time_ps, True) for e in cfg.strains]
         vac = _remove_mobile(base, loaded.mobile_ion, cfg.seed) if cfg.vacancy else None
         if vac is not None:
-            cells.append((f"vac{loaded.mobile_ion}", vac))
+            cells.append((f"vac{loaded.mobile_ion}", vac, cfg.md_time_ps, False))
         if cfg.large_min_atoms and cfg.large_min_atoms > len(base):
             from .structures import supercell_repeats
 
             reps = supercell_repeats(base.cell.array, len(base), min_atoms=cfg.large_min_atoms)
-            cells.append(("x" + "x".join(map(str, reps)), base.repeat(reps)))
+            cells.append(("x" + "x".join(map(str, reps)), base.repeat(reps), cfg.large_md_time_ps, False))
         stem = f"{_slug(loaded.name)}_{formula(base)}"  # a doped copy of a built-in keeps its name
-        for tag, atoms in cells:
+        for tag, atoms, time_ps, relax in cells:
             for T in cfg.temperatures_K:
                 name = f"{stem}{'_' + tag if tag else ''}_{T:g}K"
                 path = sample_dir / f"{name}.h5"
-                # a strained cell starts from relaxed positions: its affinely scaled bonds would otherwise
-                # be the integrity monitor's reference, and thermal stretching of the relaxed bonds past
-                # 1.2 × the compressed length would count as a broken framework (measured: r3 at 900 K, −1.5 %)
-                mdc = MDConfig(temperature_K=float(T), time_ps=cfg.large_md_time_ps if tag.startswith("x") else cfg.md_time_ps, timestep_fs=cfg.timestep_fs,
+                mdc = MDConfig(temperature_K=float(T), time_ps=time_ps, timestep_fs=cfg.timestep_fs,
                                equilibrate_ps=cfg.equilibrate_ps, sample_every=max(1, int(round(cfg.frame_every_fs / cfg.timestep_fs))),
-                               seed=cfg.seed, relax=tag.startswith("strain"))
+                               seed=cfg.seed, relax=relax)
                 if not path.exists() or checkpoint_path(path).exists():
                     log(f"teacher MD {name} ({len(atoms)} atoms, {mdc.time_ps:g} ps)")
                     run_md(atoms, teacher, mdc, path, resume=True, metadata=loaded.describe() | {"distill_cell": tag or "base"},
                            integrity="flag")
                 traj = read_h5md(path)
                 integ = traj.metadata.get("integrity", {})
-                broken_at = production_failure_ps(traj)
-                if integ and not integ.get("ok", True) and broken_at is None:
+                broken = production_failure(traj)
+                if integ and not integ.get("ok", True) and broken is None:
                     log(f"{name}: the monitor flagged the thermalisation ({integ.get('reason')}); the production frames are intact")
-                if broken_at is not None:
-                    msg = f"{name}: teacher '{tspec}' broke the framework at {broken_at:g} ps ({integ.get('reason')})"
+                if broken is not None:
+                    msg = f"{name}: teacher '{tspec}' broke the framework ({broken.reason})"
                     if not cfg.allow_broken_teacher:
                         raise InputError(
                             f"{msg}; distil from a force field that keeps it intact (fine-tune it: ionraman finetune) "

@@ -284,18 +284,27 @@ def check_trajectory(traj: Any, mobile_ions: set[str] | None = None, every: int 
     return mon.report()
 
 
-def production_failure_ps(traj: Any) -> float | None:
-    """When the framework broke within the stored production frames (ps), None if they are intact.
+@dataclass(frozen=True)
+class ProductionFailure:
+    """When (ps, production time) and why the stored production frames of a run broke."""
+
+    time_ps: float
+    reason: str
+
+
+def production_failure(traj: Any) -> ProductionFailure | None:
+    """When and why the framework broke within the stored production frames, None if they are intact.
 
     A failure the run's own monitor recorded during production is taken as recorded. One recorded
     during thermalisation (negative time: a 20 fs Langevin heating can stretch a bond past the
-    shell for a moment) is checked again on the stored frames, since it need not persist.
+    shell for a moment) is checked again on the stored frames, since it need not persist; the
+    reason is then that check's.
     """
     integ = traj.metadata.get("integrity") or {}
     if integ.get("ok", True):
         return None
     t = integ.get("first_failure_ps")
     if t is not None and float(t) >= 0:
-        return float(t)
+        return ProductionFailure(float(t), str(integ.get("reason", "")))
     rep = check_trajectory(traj)
-    return None if rep.ok else rep.first_failure_ps
+    return None if rep.ok or rep.first_failure_ps is None else ProductionFailure(float(rep.first_failure_ps), rep.reason)

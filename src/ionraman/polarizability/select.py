@@ -119,15 +119,6 @@ def frames_to_array(X: np.ndarray) -> np.ndarray:
     return X
 
 
-def _first_failure_fs(path: str) -> float | None:
-    """Time (fs) from which a run's stored frames have a broken framework, None when intact or unmonitored."""
-    from ..integrity import production_failure_ps
-    from ..trajectory import read_h5md
-
-    t = production_failure_ps(read_h5md(path))
-    return None if t is None else 1000.0 * t
-
-
 def select_from_trajectories(
     paths: Sequence[str | os.PathLike],
     n: int,
@@ -143,12 +134,13 @@ def select_from_trajectories(
     Every ``every``-th frame of each file (after the first ``skip_fs`` fs of equilibration) is a
     candidate; frames are wrapped into the cell. With ``intact_only`` (default), a file whose
     integrity monitor recorded a broken framework only offers the frames before the failure
-    (:func:`ionraman.integrity.production_failure_ps`): labels of a force field's broken chemistry (e.g. CHGNet's Na3PS4 at 900 K,
+    (:func:`ionraman.integrity.production_failure`): labels of a force field's broken chemistry (e.g. CHGNet's Na3PS4 at 900 K,
     a P with three S) would teach the polarizability model configurations the material never has. Each returned Atoms records in ``info``:
     ``source`` (path), ``frame`` (index in that file), ``time_fs`` and ``temperature_K``
     (from the file's metadata, NaN if absent), plus ``fps_rank`` and ``fps_distance``.
     The result is in FPS order (most informative first).
     """
+    from ..integrity import production_failure
     from ..trajectory import read_h5md
 
     paths = [str(p) for p in paths]
@@ -160,7 +152,11 @@ def select_from_trajectories(
     dropped: dict[str, int] = {}
     for p in paths:
         traj = read_h5md(p, step=int(every))
-        t_stop = _first_failure_fs(p) if intact_only else None
+        t_stop = None
+        # only a run its monitor flagged is read again in full: the recheck needs every stored frame
+        if intact_only and not (traj.metadata.get("integrity") or {}).get("ok", True):
+            fail = production_failure(read_h5md(p))
+            t_stop = None if fail is None else 1000.0 * fail.time_ps
         for k in range(traj.n_frames):
             t = float(traj.time_fs[k])
             if t < skip_fs:
