@@ -8,9 +8,10 @@
 # (`ionraman select`), CP2K labels (`ionraman label --engine cp2k`, the defaults: PBE, GTH,
 # DZVP-MOLOPT, 300 Ry, Γ, Berry-phase dipole, Na q1), then scripts/ship_labels.py adds the
 # finished labels to src/ionraman/data/datasets/. Every stage resumes: rerun the same command
-# after an interruption (finished MD runs and labels are kept). Cubic Na3SbS4's snapshots are
-# the teacher MD of `ionraman distill Na3SbS4-cubic --teacher auto --temperatures 300,600,900
-# --md-time 0.6 --frame-every 30` (plain and ±1.5 % strained cells; its sample/ folder).
+# after an interruption (finished MD runs and labels are kept). The first 17 shipped cubic
+# Na3SbS4 snapshots came from the teacher MD of `ionraman distill Na3SbS4-cubic --teacher auto
+# --temperatures 300,600,900 --md-time 0.6 --frame-every 30` (session 5); later ones come from
+# the plain NVT pools below, like every other dataset.
 # CP2K cost on 2 cores: ≈ 45 s per 16-atom Na3SbS4/Na3PS4 frame.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +23,7 @@ mkdir -p "$WORK/md"
 
 # name | structure | extra md args | force field | labels
 TABLE="
-Na3SbS4-cubic|-|-|finetuned:Na3SbS4-cubic|100
+Na3SbS4-cubic|Na3SbS4-cubic|-|finetuned:Na3SbS4-cubic|85
 Na3SbS4-tetragonal|Na3SbS4-tetragonal|-|finetuned:Na3SbS4-cubic|60
 Na3PS4-tetragonal|Na3PS4-tetragonal|-|chgnet|50
 Na3SbS4-cubic-W0.25|$WORK/md/W0.25.extxyz|-|finetuned:Na3SbS4-cubic|50
@@ -34,22 +35,17 @@ want=" $* "
 echo "$TABLE" | while IFS='|' read -r name structure extra ff n; do
   [ -z "$name" ] && continue
   [ $# -gt 0 ] && [[ "$want" != *" $name "* ]] && continue
-  if [ "$structure" = "-" ]; then
-    test -d runs/distill_r3/sample || $I distill Na3SbS4-cubic --teacher auto --temperatures 300,600,900 --md-time 0.6 --frame-every 30 -o runs/distill_r3
-    pool=(runs/distill_r3/sample/Na3SbS4-cubic_Na6Sb2S8_*K.h5)
-  else
-    pool=()
-    for T in 300 600 900; do
-      f=$WORK/md/${name%-W0.25}_${T}K.h5
-      [ "$name" = "Na3SbS4-cubic-W0.25" ] && f=$WORK/md/W0.25_${T}K.h5
-      if [ ! -f "$f.done" ]; then
-        # shellcheck disable=SC2086
-        $I md "$structure" -o "$f" -T $T --time 2 --equilibrate 0.5 --timestep 2 --sample-every 5 \
-          --forcefield "$ff" --seed $T $( [ "$extra" = "-" ] || echo $extra ) && touch "$f.done"
-      fi
-      pool+=("$f")
-    done
-  fi
+  pool=()
+  for T in 300 600 900; do
+    f=$WORK/md/${name%-W0.25}_${T}K.h5
+    [ "$name" = "Na3SbS4-cubic-W0.25" ] && f=$WORK/md/W0.25_${T}K.h5
+    if [ ! -f "$f.done" ]; then
+      # shellcheck disable=SC2086
+      $I md "$structure" -o "$f" -T $T --time 2 --equilibrate 0.5 --timestep 2 --sample-every 5 \
+        --forcefield "$ff" --seed $T $( [ "$extra" = "-" ] || echo $extra ) && touch "$f.done"
+    fi
+    pool+=("$f")
+  done
   test -f "$WORK/${name}_snapshots.xyz" || $I select "${pool[@]}" -n "$n" -o "$WORK/${name}_snapshots.xyz"
   $I label "$WORK/${name}_snapshots.xyz" --engine cp2k -o "$WORK/${name}.xyz" --workers 1 --workdir "$WORK/cp2k_${name}" --no-progress || true
   $PY scripts/ship_labels.py "$WORK/${name}.xyz" --dataset "$name" --candidate "$name" --forcefield "$ff"
