@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ._io import save_figure
 from .errors import InputError
 
 __all__ = ["Calibration", "MeasuredValue", "read_measured", "calibrate", "join_fingerprints", "MIN_POINTS"]
@@ -268,6 +269,4 @@ def plot_calibration(cal: Calibration, path: str | Path) -> Path:
     ax.set_ylabel("measured σ_RT (S/cm)")
     ax.set_title(f"LOO ROC AUC = {cal.auc_loo:.2f} [{cal.auc_ci[0]:.2f}, {cal.auc_ci[1]:.2f}]")
     ax.legend(fontsize=7)
-    p = Path(path)
-    fig.savefig(p, dpi=110, bbox_inches="tight")
-    return p
+    return save_figure(fig, path, dpi=110, bbox_inches="tight")

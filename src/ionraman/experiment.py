@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from ._io import save_figure
 from .errors import InputError
 from .fingerprint import (
     DEFAULT_CUTOFF_CM1,
@@ -47,7 +48,7 @@ from .fingerprint import (
     FLFResult,
     low_frequency_fraction,
 )
-from .raman import _CSV_MAGIC, RamanSpectrum, _atomic_write_bytes, _json_safe, laser_factor, trapezoid_weights
+from .raman import _CSV_MAGIC, RamanSpectrum, _json_safe, laser_factor, trapezoid_weights
 from .units import HC_EV_CM, KB_EV_PER_K
 
 __all__ = [
@@ -1618,15 +1619,7 @@ class ComparisonResult:
         ax.set_title(title or f"F_LF: ∫{lo:g}–{cut:g} / ∫{lo:g}–{hi:g} cm$^{{-1}}$")
         ax.legend(frameon=False)
         fig.tight_layout()
-        p = Path(path)
-        fmt = p.suffix.lstrip(".").lower() or "png"
-        buf = io.BytesIO()
-        try:
-            fig.savefig(buf, format=fmt, dpi=150)
-        except ValueError as exc:
-            raise InputError(f"{p}: cannot save a figure as '{fmt}' ({exc}); use a .png, .pdf or .svg path.") from None
-        _atomic_write_bytes(p, buf.getvalue())
-        return p
+        return save_figure(fig, path)
 
 
 def compare(

@@ -312,9 +312,9 @@ def _integrity_summary(traj: Any) -> dict[str, Any]:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    from .raman import _atomic_write_bytes
+    from ._io import atomic_write_bytes
 
-    _atomic_write_bytes(path, json.dumps(obj, indent=2, default=float).encode())
+    atomic_write_bytes(path, json.dumps(obj, indent=2, default=float).encode())
 
 
 def validate_forcefield(
@@ -398,12 +398,10 @@ def validate_forcefield(
 
 def plot_parity(raw: dict[str, np.ndarray], path: str | os.PathLike, title: str = "") -> Path:
     """Force parity plot (model vs DFT, eV/Å) coloured by element, written atomically."""
-    import io
-
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from .raman import _atomic_write_bytes
+    from ._io import save_figure
 
     fig = Figure(figsize=(4.6, 4.4), layout="tight")
     FigureCanvasAgg(fig)
@@ -419,8 +417,4 @@ def plot_parity(raw: dict[str, np.ndarray], path: str | os.PathLike, title: str 
     ax.set_ylabel("model force component (eV/Å)")
     ax.set_title(title, fontsize=9)
     ax.legend(markerscale=3, fontsize=8)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    p = Path(path)
-    _atomic_write_bytes(p, buf.getvalue())
-    return p
+    return save_figure(fig, path, dpi=120)

@@ -36,7 +36,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +43,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ._io import atomic_write_bytes, save_figure
 from .errors import InputError
 from .units import C_CM_PER_S, HC_EV_CM, KB_EV_PER_K
 
@@ -766,21 +766,6 @@ def _json_safe(value: Any) -> Any:
     return _SKIP
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 # =========================================================================== spectrum
 
 
@@ -967,7 +952,7 @@ class RamanSpectrum:
         )
         for row in data:
             buf.write(",".join(repr(float(v)) if not math.isfinite(v) else f"{v:.12g}" for v in row) + "\n")
-        _atomic_write_bytes(p, buf.getvalue().encode("utf-8"))
+        atomic_write_bytes(p, buf.getvalue().encode("utf-8"))
         return p
 
     @classmethod
@@ -1137,15 +1122,7 @@ class RamanSpectrum:
         ax.axhline(0.0, color="0.7", lw=0.6)
         ax.legend(frameon=False)
         fig.tight_layout()
-        p = Path(path)
-        fmt = p.suffix.lstrip(".").lower() or "png"
-        buf = io.BytesIO()
-        try:
-            fig.savefig(buf, format=fmt, dpi=150)
-        except ValueError as exc:
-            raise InputError(f"{p}: cannot save a figure as '{fmt}' ({exc}); use a .png, .pdf or .svg path.") from None
-        _atomic_write_bytes(p, buf.getvalue())
-        return p
+        return save_figure(fig, path)
 
 
 # =========================================================================== driver

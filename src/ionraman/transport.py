@@ -32,6 +32,7 @@ import tidynamics
 from ase import Atoms
 from ase.data import atomic_masses, atomic_numbers
 
+from ._io import save_figure
 from .errors import InputError
 from .trajectory import Trajectory
 from .units import A2_PER_FS_TO_CM2_PER_S, E_CHARGE_C, KB_EV_PER_K, KB_J_PER_K, THZ_TO_CM1
@@ -1323,10 +1324,7 @@ def _figure(figsize: tuple[float, float] = (5.0, 3.8)):
 
 
 def _save(fig, path: str | Path) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=150)
-    return p
+    return save_figure(fig, path)
 
 
 def plot_msd(results: MSDResult | DiffusionResult | Sequence[MSDResult | DiffusionResult], path: str | Path) -> Path:
