@@ -36,14 +36,16 @@ BOND_TYPES = ["Cl-Na", "Na-S", "S-Sb", "P-S", "S-W", "Ag-I", "F-Li", "I-Li", "Li
 # Li–F 2.01 | 3.49, Li–I 3.00 | 5.20, Li–N 1.94 (axial), 2.11 (in-plane) | 4.13 (Li3N)
 CUTOFFS = {"Cl-Na": 3.6, "Na-S": 3.25, "S-Sb": 3.0, "P-S": 3.0, "S-W": 3.0, "Ag-I": 3.6,
            "F-Li": 2.5, "I-Li": 3.6, "Li-N": 2.8}
+# the built-in W-doped Na3SbS4 variants, served by both doped datasets
+W_VARIANTS = ["Na3SbS4-cubic-W0.25", "Na3SbS4-cubic-W0.125", "Na3SbS4-tetragonal-W0.125"]
 # candidates each dataset serves (the doped set also covers the built-in W variants)
 SERVES = {
     "NaCl": ["NaCl"],
     "Na3SbS4-cubic": ["Na3SbS4-cubic", "Na3SbS4-tetragonal"],
     "Na3PS4-tetragonal": ["Na3PS4-tetragonal", "Na3PS4-cubic"],
     "AgI-alpha": ["AgI-alpha", "AgI-beta"],
-    "Na3SbS4-cubic-W0.25": ["Na3SbS4-cubic-W0.25", "Na3SbS4-cubic-W0.125", "Na3SbS4-tetragonal-W0.125"],
-    "Na3SbS4-cubic-W0.5": ["Na3SbS4-cubic-W0.25", "Na3SbS4-cubic-W0.125", "Na3SbS4-tetragonal-W0.125"],
+    "Na3SbS4-cubic-W0.25": W_VARIANTS,
+    "Na3SbS4-cubic-W0.5": W_VARIANTS,
     "LiF": ["LiF"],
     "LiI": ["LiI"],
     "Li3N": ["Li3N"],

@@ -1323,10 +1323,6 @@ def _figure(figsize: tuple[float, float] = (5.0, 3.8)):
     return fig
 
 
-def _save(fig, path: str | Path) -> Path:
-    return save_figure(fig, path)
-
-
 def plot_msd(results: MSDResult | DiffusionResult | Sequence[MSDResult | DiffusionResult], path: str | Path) -> Path:
     """MSD (Å²) against lag time (ps) for one or more species, with the fitted line and window."""
     items = [results] if isinstance(results, (MSDResult, DiffusionResult)) else list(results)
@@ -1350,7 +1346,7 @@ def plot_msd(results: MSDResult | DiffusionResult | Sequence[MSDResult | Diffusi
     ax.set_xlabel("lag time (ps)")
     ax.set_ylabel("MSD (Å²)")
     ax.legend(fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_arrhenius(result: ArrheniusResult, path: str | Path) -> Path:
@@ -1371,7 +1367,7 @@ def plot_arrhenius(result: ArrheniusResult, path: str | Path) -> Path:
     ax.set_xlabel("1000 / T (K⁻¹)")
     ax.set_ylabel("D (cm²/s)")
     ax.legend(fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_van_hove(result: VanHoveResult, path: str | Path) -> Path:
@@ -1384,7 +1380,7 @@ def plot_van_hove(result: VanHoveResult, path: str | Path) -> Path:
     ax.set_ylabel("4πr² G_s(r, t) (Å⁻¹)")
     ax.set_title(f"self van Hove function, {result.symbol}")
     ax.legend(fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_vdos(result: VDOSResult, path: str | Path, max_cm1: float | None = None) -> Path:
@@ -1401,7 +1397,7 @@ def plot_vdos(result: VDOSResult, path: str | Path, max_cm1: float | None = None
     top = ax.secondary_xaxis("top", functions=(lambda w: w / THZ_TO_CM1, lambda f: f * THZ_TO_CM1))
     top.set_xlabel("frequency (THz)")
     ax.legend(fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_report(traj: Trajectory, result: TransportResult, prefix: str | Path) -> list[Path]:
