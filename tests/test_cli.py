@@ -213,3 +213,18 @@ def test_models_json_lists_shipped_models_with_test_errors():
     alpha = model.predict([s.atoms])[0]
     # the ideal cubic cell: isotropic tensor close to the CP2K label of the ideal-like frames (≈ 62 Å³)
     assert abs(alpha[0, 0] - alpha[1, 1]) < 1e-6 and 55 < np.trace(alpha) / 3 < 70
+
+
+def test_train_json_and_parity_plot(tmp_path, shared_data):
+    import ase.io
+
+    frames = ase.io.read(shared_data / "polarizability" / "SiO2_qe_pbe_finite_field.xyz", index=":30")
+    data = tmp_path / "sio2.xyz"
+    ase.io.write(data, frames, format="extxyz")
+    r = _run("train", data, "-o", tmp_path / "m.npz", "--parity", tmp_path / "parity.png", "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output[r.output.index("{"):])
+    assert d["n_train"] == 24 and d["n_test"] == 6
+    assert [c["n_train"] for c in d["learning_curve"]] == [6, 12, 24]
+    assert 0 < d["test"]["rel_rmse_iso"] < 1 and np.isfinite(d["test"]["rmse_aniso_A3"])
+    assert (tmp_path / "parity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -600,7 +600,7 @@ def train(
     model.save(output)
     score = model.score(test)
     sizes = sorted({max(2, int(f * len(train_set))) for f in (0.25, 0.5, 1.0)})
-    curve = learning_curve(train_set, test, sizes, template=model) if len(train_set) >= 8 else []
+    curve = learning_curve(train_set, test, sizes, model=model) if len(train_set) >= 8 else []
     if parity is not None:
         from .polarizability.model import plot_parity
 

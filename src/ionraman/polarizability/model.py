@@ -52,6 +52,7 @@ __all__ = [
     "PolarizabilityModel",
     "TrajectoryPolarizability",
     "learning_curve",
+    "plot_parity",
     "predict_trajectory",
     "polarizability_errors",
     "read_alpha_sidecar",
@@ -692,6 +693,39 @@ def rebuild_baseline(desc: dict) -> Any:
 
 # --------------------------------------------------------------------------- learning curve
 
+
+
+def plot_parity(model: PolarizabilityModel, frames: Sequence[Atoms], path: str | os.PathLike) -> Path:
+    """Predicted against reference α (Å³) of labelled ``frames``: isotropic tr(α)/3 and the 9
+    Cartesian components of the traceless part, with their errors (:func:`polarizability_errors`)
+    in the titles. Written atomically; the format follows the suffix (png, svg, pdf)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from .._io import save_figure
+
+    ref = np.array([get_alpha(a) for a in frames])
+    pred = model.predict(list(frames))
+    err = polarizability_errors(pred, ref)
+    eye = np.eye(3)
+
+    def split(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        t = 0.5 * (t + t.transpose(0, 2, 1))
+        iso = np.trace(t, axis1=1, axis2=2) / 3.0
+        return iso, (t - iso[:, None, None] * eye).reshape(len(t), -1)
+
+    (ir, ar), (ip, ap) = split(ref), split(pred)
+    fig = Figure(figsize=(8.0, 3.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    for ax, x, y, name, key in ((fig.add_subplot(1, 2, 1), ir, ip, "isotropic tr(α)/3", "iso"),
+                                (fig.add_subplot(1, 2, 2), ar.ravel(), ap.ravel(), "traceless part, all components", "aniso")):
+        lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+        ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+        ax.scatter(x, y, s=8, alpha=0.7)
+        ax.set_xlabel("reference α (Å$^3$)")
+        ax.set_ylabel("model α (Å$^3$)")
+        ax.set_title(f"{name}: RMSE {err[f'rmse_{key}_A3']:.3g} Å$^3$, rel. {err[f'rel_rmse_{key}']:.2f}", fontsize=9)
+    return save_figure(fig, path)
 
 def learning_curve(
     train_frames: Sequence[Atoms],
