@@ -76,7 +76,7 @@ def main() -> None:
     out_xyz = work / "alpha_cp2k.xyz"
     settings = CP2KSettings()
     if args.label:
-        label_frames(frames, settings, out_xyz, workdir=work / "cp2k", executor="serial", progress=False)
+        label_frames(frames, settings, out_xyz, workdir=work / "cp2k", executor="serial", progress=False, chain_guess=True)
     done = {a.info["label_hash"]: a for a in (read_labelled(out_xyz, require=False) if out_xyz.exists() else [])}
     hashes = [label_hash(a, settings) for a in frames]
     n = 0

@@ -320,6 +320,39 @@ def test_failed_frame_is_recorded_and_the_rest_goes_on(tmp_path):
     assert not out.with_name(out.name + ".failed.json").exists()
 
 
+def _chain_labeller(atoms: Atoms, settings: CP2KSettings, workdir: Path) -> Atoms:
+    """Records which wavefunction each frame started from and leaves its own behind, like CP2K."""
+    guess = workdir / rc.GUESS_WFN
+    started = guess.read_text() if guess.exists() else "atomic"
+    (workdir / "cp2k-RESTART.wfn").write_text(f"wfn of {atoms.info['index']}")
+    out = atoms.copy()
+    out.info["polarizability"] = np.eye(3)
+    out.info["started_from"] = started
+    return out
+
+
+def test_chain_guess_hands_each_frame_the_previous_wavefunction(tmp_path):
+    frames = _frames(3)
+    out = tmp_path / "labels.xyz"
+    res = label_frames(frames, None, out, tmp_path / "runs", executor="serial", progress=False,
+                       labeller=_chain_labeller, chain_guess=True)
+    assert res.labelled == [0, 1, 2]
+    assert [a.info["started_from"] for a in read_labelled(out)] == ["atomic", "wfn of 0", "wfn of 1"]
+    # frames of different composition never share a wavefunction
+    mixed = _frames(2) + [bulk("Cu", cubic=True)]
+    mixed[2].info["index"] = 2
+    res = label_frames(mixed, None, tmp_path / "m.xyz", tmp_path / "runs2", executor="serial", progress=False,
+                       labeller=_chain_labeller, chain_guess=True)
+    assert [a.info["started_from"] for a in read_labelled(tmp_path / "m.xyz")] == ["atomic"] * 3
+
+
+def test_input_with_a_wavefunction_guess(tmp_path):
+    text = rc.write_input(nacl(), CP2KSettings(), tmp_path, wfn_guess=rc.GUESS_WFN).read_text()
+    assert "SCF_GUESS RESTART" in text and f"WFN_RESTART_FILE_NAME {rc.GUESS_WFN}" in text
+    plain = rc.write_input(nacl(), CP2KSettings(), tmp_path / "b").read_text()
+    assert "SCF_GUESS ATOMIC" in plain and "WFN_RESTART_FILE_NAME" not in plain
+
+
 # --------------------------------------------------------------------------- one real CP2K run
 
 #: measured once (CP2K 2023.1 Debian, 2 MPI ranks): ideal 8-atom NaCl, a = 5.64 Å, with
@@ -350,3 +383,23 @@ def test_real_cp2k_run_on_nacl(tmp_path):
     assert math.isclose(lab.info["energy_eV"], -1666.47, abs_tol=0.1)
     assert lab.arrays["forces_dft"].shape == (8, 3) and np.abs(lab.arrays["forces_dft"]).max() < 0.01  # ideal lattice
     assert lab.info["label_hash"] == label_hash(atoms, CP2KSettings(**FAST))
+
+
+@pytest.mark.cp2k
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_CP2K, reason="cp2k binary not found (cp2k.psmp/cp2k.popt/cp2k); install it with `make setup`")
+def test_real_chain_guess_gives_the_same_label_in_fewer_scf_steps(tmp_path):
+    """Two NaCl frames 0.02 Å apart: the second from the first's wavefunction matches its cold-start label."""
+    a = nacl()
+    a.rattle(0.05, seed=1)
+    b = a.copy()
+    b.rattle(0.02, seed=2)
+    s = CP2KSettings(**FAST)
+    cold = label_frame(b, s, tmp_path / "cold")
+    steps = lambda d: sum(int(m) for m in re.findall(r"SCF run converged in\s+(\d+) steps", (d / "cp2k.out").read_text()))  # noqa: E731
+    label_frame(a, s, tmp_path / "a")
+    warm = label_frame(b, s, tmp_path / "warm", wfn_guess=tmp_path / "a" / "cp2k-RESTART.wfn")
+    assert "SCF_GUESS RESTART" in (tmp_path / "warm" / "cp2k.inp").read_text()
+    assert steps(tmp_path / "warm") < steps(tmp_path / "cold")
+    assert np.abs(get_alpha(warm) - get_alpha(cold)).max() < 1e-3 * np.trace(get_alpha(cold)) / 3
+    assert warm.info["label_hash"] == cold.info["label_hash"]

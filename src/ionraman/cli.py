@@ -714,6 +714,9 @@ def label(
     basis: Annotated[str | None, typer.Option("--basis", help="CP2K basis family (default DZVP-MOLOPT).")] = None,
     workdir: Annotated[Path, typer.Option("--workdir", help="Scratch directory for CP2K runs.")] = Path("cp2k_runs"),
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    chain_guess: Annotated[bool | None, typer.Option(
+        "--chain-guess/--no-chain-guess",
+        help="Start each SCF from the previous frame's wavefunction (serial runs; default: on for an H5MD trajectory).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary.")] = False,
 ) -> None:
     """Reference polarizability labels: CP2K linear response (PBE, Berry-phase dipole), resumable and parallel."""
@@ -756,8 +759,10 @@ def label(
         if basis is not None:
             kw["basis_family"] = basis
         settings = CP2KSettings(**kw) if kw else None
+        is_traj = source.suffix.lower() in (".h5", ".h5md")
         res = label_frames(frames, settings, output, workdir=workdir, executor=_dft_executor(workers, scheduler),
-                           progress=progress and sys.stderr.isatty())
+                           progress=progress and sys.stderr.isatty(),
+                           chain_guess=is_traj if chain_guess is None else chain_guess)
         summary = {"engine": "cp2k", "labelled": len(res.labelled), "skipped": len(res.skipped),
                    "failed": {str(k): v for k, v in res.failed.items()}, "wall_time_s": res.wall_time_s, "output": str(output)}
     else:

@@ -89,6 +89,10 @@ _MPI_BINARIES = ("cp2k.psmp", "cp2k.popt")
 EXECUTION_FIELDS = ("mpi_ranks", "omp_threads", "executable", "data_dir")
 
 
+#: name of the starting wavefunction inside a run directory (see ``run_cp2k(wfn_guess=...)``)
+GUESS_WFN = "guess.wfn"
+
+
 class CP2KError(SimulationError):
     """A CP2K run failed (aborted, not converged, NaN, timed out)."""
 
@@ -379,7 +383,13 @@ def _fmt(x: float) -> str:
 
 
 def write_input(
-    atoms: Atoms, settings: CP2KSettings, workdir: str | os.PathLike, project: str = "cp2k", *, polarizability: bool = True
+    atoms: Atoms,
+    settings: CP2KSettings,
+    workdir: str | os.PathLike,
+    project: str = "cp2k",
+    *,
+    polarizability: bool = True,
+    wfn_guess: str | None = None,
 ) -> Path:
     """Write a complete CP2K input for the polarizability (and energy, forces) of ``atoms``; returns its path.
 
@@ -387,6 +397,9 @@ def write_input(
     needs it). Coordinates are written in Å (Cartesian). ``polarizability=False`` leaves
     out the linear-response section: an energy/forces run for force-field validation
     and training (same electronic-structure settings, a fraction of the cost).
+    ``wfn_guess``: a wavefunction file (name relative to ``workdir``) to start the SCF
+    from (``SCF_GUESS RESTART``) instead of the atomic guess: a neighbouring frame of the
+    same trajectory converges in fewer steps to the same ground state.
     """
     if len(atoms) == 0:
         raise InputError("write_input: the frame has no atoms; give a structure with atoms and a cell.")
@@ -411,6 +424,8 @@ def write_input(
     a("  &DFT")
     a(f"    BASIS_SET_FILE_NAME {s.basis_file}")
     a(f"    POTENTIAL_FILE_NAME {s.potential_file}")
+    if wfn_guess:
+        a(f"    WFN_RESTART_FILE_NAME {wfn_guess}")
     if s.charge:
         a(f"    CHARGE {int(s.charge)}")
     a("    &MGRID")
@@ -428,7 +443,7 @@ def write_input(
         a(f"      SCHEME MONKHORST-PACK {s.kpoints[0]} {s.kpoints[1]} {s.kpoints[2]}")
         a("    &END KPOINTS")
     a("    &SCF")
-    a("      SCF_GUESS ATOMIC")
+    a(f"      SCF_GUESS {'RESTART' if wfn_guess else 'ATOMIC'}")
     a(f"      EPS_SCF {s.eps_scf:.1E}")
     if s.kpoints is None:
         a(f"      MAX_SCF {int(s.max_scf)}")
@@ -653,11 +668,14 @@ def run_cp2k(
     project: str = "cp2k",
     *,
     polarizability: bool = True,
+    wfn_guess: str | os.PathLike | None = None,
 ) -> CP2KResult:
     """Run CP2K for the polarizability (and energy, forces) of ``atoms`` in ``workdir``.
 
     With ``polarizability=False`` only energy and forces are computed (``polarizability``
-    of the result is then None).
+    of the result is then None). ``wfn_guess``: a CP2K wavefunction file of a similar
+    structure with the same atoms (e.g. the previous frame of a trajectory) to start the
+    SCF from; it is copied into ``workdir``.
 
     Command: ``mpirun [--allow-run-as-root] --bind-to none -np N cp2k.psmp -i cp2k.inp -o cp2k.out``
     (or the serial binary), ``OMP_NUM_THREADS`` set; stdout/stderr go to ``cp2k.stdout``.
@@ -667,7 +685,14 @@ def run_cp2k(
     settings = settings or CP2KSettings()
     work = Path(workdir)
     cmd_prefix, _ = find_cp2k(settings)
-    inp = write_input(atoms, settings, work, project=project, polarizability=polarizability)
+    guess = None
+    if wfn_guess is not None:
+        work.mkdir(parents=True, exist_ok=True)
+        src = Path(wfn_guess)
+        if src.resolve() != (work / GUESS_WFN).resolve():
+            shutil.copyfile(src, work / GUESS_WFN)
+        guess = GUESS_WFN
+    inp = write_input(atoms, settings, work, project=project, polarizability=polarizability, wfn_guess=guess)
     out = work / f"{project}.out"
     log = work / f"{project}.stdout"
     for stale in (out, log):
@@ -773,6 +798,7 @@ def label_frame(
     *,
     reuse_settings: bool = True,
     timeout_s: float = 6 * 3600.0,
+    wfn_guess: str | os.PathLike | None = None,
 ) -> Atoms:
     """A copy of ``atoms`` labelled by CP2K.
 
@@ -783,10 +809,17 @@ def label_frame(
     with forces, ``arrays["forces_dft"]`` (eV/Å).
 
     If the frame already carries CP2K settings from a previous label, those are reused
-    (``reuse_settings=True``) so relabelling reproduces the label.
+    (``reuse_settings=True``) so relabelling reproduces the label. ``wfn_guess`` starts
+    the SCF from a neighbouring frame's wavefunction (see :func:`run_cp2k`); the label is
+    the same to the SCF tolerance, and a failed run with a guess is repeated without it.
     """
     s = effective_settings(atoms, settings, reuse_settings)
-    res = run_cp2k(atoms, s, workdir, timeout_s=timeout_s)
+    try:
+        res = run_cp2k(atoms, s, workdir, timeout_s=timeout_s, wfn_guess=wfn_guess)
+    except CP2KError:
+        if wfn_guess is None:
+            raise
+        res = run_cp2k(atoms, s, workdir, timeout_s=timeout_s)
     out = atoms.copy()
     out.calc = None
     raw = res.polarizability
@@ -841,21 +874,32 @@ class _Job:
     labeller: Labeller
     keep_files: bool
     hash: str
+    chain_file: str | None = None  # wavefunction handed from one frame to the next (serial runs)
 
 
 def _run_job(job: _Job) -> Atoms:
     """Executed on a worker: label one frame in its own directory."""
     work = Path(job.workdir)
     work.mkdir(parents=True, exist_ok=True)
+    chain = Path(job.chain_file) if job.chain_file else None
+    if chain is not None and chain.exists():
+        shutil.copyfile(chain, work / GUESS_WFN)
     out = job.labeller(job.atoms, job.settings, work)
     out.info["label_hash"] = job.hash
+    if chain is not None:
+        wfn = work / "cp2k-RESTART.wfn"
+        if wfn.exists():  # the next frame starts from this one's ground state
+            tmp = chain.with_name(chain.name + ".tmp")
+            shutil.copyfile(wfn, tmp)
+            os.replace(tmp, chain)
     if not job.keep_files:
         shutil.rmtree(work, ignore_errors=True)
     return out
 
 
 def _cp2k_labeller(atoms: Atoms, settings: CP2KSettings, workdir: Path) -> Atoms:
-    return label_frame(atoms, settings, workdir, reuse_settings=False)
+    guess = workdir / GUESS_WFN
+    return label_frame(atoms, settings, workdir, reuse_settings=False, wfn_guess=guess if guess.exists() else None)
 
 
 def label_frames(
@@ -870,6 +914,7 @@ def label_frames(
     workers: int | None = None,
     reuse_settings: bool = True,
     keep_files: bool = False,
+    chain_guess: bool = False,
 ) -> LabelResult:
     """Label many frames, in parallel and resumably; returns what happened.
 
@@ -886,6 +931,11 @@ def label_frames(
         workers and ``mpi_ranks=None`` each CP2K run gets cores // workers ranks.
     labeller: the per-frame labelling function ``(atoms, settings, workdir) -> Atoms``
         (default: CP2K via :func:`label_frame`); swap it for tests or another engine.
+    chain_guess: for consecutive frames of one trajectory labelled serially: each SCF
+        starts from the previous frame's converged wavefunction (kept in
+        ``workdir/chain-guess.wfn``), which saves SCF steps, not linear-response ones.
+        Ignored (with every frame from the atomic guess) for parallel runs or frames of
+        different composition.
 
     A frame that fails is recorded in ``LabelResult.failed`` (index → reason) and in
     ``<output>.failed.json``; it does not stop the others. Only this (client) process
@@ -911,6 +961,10 @@ def label_frames(
     done: list[Atoms] = read_labelled(out_path, require=False) if out_path.exists() and out_path.stat().st_size > 0 else []
     done_hashes = {str(a.info.get("label_hash")) for a in done if "label_hash" in a.info}
 
+    chain_file = None
+    if chain_guess and mode == "serial" and len({tuple(a.numbers) for a in frames}) == 1:
+        work_root.mkdir(parents=True, exist_ok=True)
+        chain_file = str(work_root / "chain-guess.wfn")
     jobs: list[_Job] = []
     seen: dict[str, int] = {}
     hashes: list[str] = []
@@ -925,7 +979,7 @@ def label_frames(
             result.skipped.append(i)
             continue
         seen[h] = i
-        jobs.append(_Job(i, atoms, s, str(work_root / h), labeller, keep_files, h))
+        jobs.append(_Job(i, atoms, s, str(work_root / h), labeller, keep_files, h, chain_file))
 
     failures: dict[str, Any] = {}
     failed_path = out_path.with_name(out_path.name + ".failed.json")
