@@ -35,7 +35,9 @@ AgI-alpha|AgI-alpha|--supercell 2x2x2|chgnet|50
 # along its long axis (docs/physics/reference-labels.md, "Convergence: results")
 test -f "$WORK/md/W0.5.extxyz" || $I build Na3SbS4-cubic --substitute Sb:W:0.5 --seed 3 -o "$WORK/md/W0.5.extxyz"
 want=" $* "
-echo "$TABLE" | while IFS='|' read -r name structure extra ff n; do
+# the table is read on fd 3: mpirun and python inside the loop read stdin and would swallow
+# the remaining lines (only the first requested dataset was built)
+while IFS='|' read -r name structure extra ff n <&3; do
   [ -z "$name" ] && continue
   [ $# -gt 0 ] && [[ "$want" != *" $name "* ]] && continue
   pool=()
@@ -51,4 +53,4 @@ echo "$TABLE" | while IFS='|' read -r name structure extra ff n; do
   test -f "$WORK/${name}_snapshots.xyz" || $I select "${pool[@]}" -n "$n" -o "$WORK/${name}_snapshots.xyz"
   $I label "$WORK/${name}_snapshots.xyz" --engine cp2k -o "$WORK/${name}.xyz" --workers 1 --workdir "$WORK/cp2k_${name}" --no-progress || true
   $PY scripts/ship_labels.py "$WORK/${name}.xyz" --dataset "$name" --candidate "$name" --forcefield "$ff"
-done
+done 3<<< "$TABLE"
