@@ -691,8 +691,7 @@ def rebuild_baseline(desc: dict) -> Any:
         return None
 
 
-# --------------------------------------------------------------------------- learning curve
-
+# --------------------------------------------------------------------------- parity plot
 
 
 def plot_parity(model: PolarizabilityModel, frames: Sequence[Atoms], path: str | os.PathLike) -> Path:
@@ -703,18 +702,12 @@ def plot_parity(model: PolarizabilityModel, frames: Sequence[Atoms], path: str |
     from matplotlib.figure import Figure
 
     from .._io import save_figure
+    from .bond_model import split_iso_aniso
 
     ref = np.array([get_alpha(a) for a in frames])
-    pred = model.predict(list(frames))
+    pred = np.asarray(model.predict(list(frames)))
     err = polarizability_errors(pred, ref)
-    eye = np.eye(3)
-
-    def split(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        t = 0.5 * (t + t.transpose(0, 2, 1))
-        iso = np.trace(t, axis1=1, axis2=2) / 3.0
-        return iso, (t - iso[:, None, None] * eye).reshape(len(t), -1)
-
-    (ir, ar), (ip, ap) = split(ref), split(pred)
+    (ir, ar), (ip, ap) = (split_iso_aniso(0.5 * (t + t.transpose(0, 2, 1))) for t in (ref, pred))
     fig = Figure(figsize=(8.0, 3.8), layout="constrained")
     FigureCanvasAgg(fig)
     for ax, x, y, name, key in ((fig.add_subplot(1, 2, 1), ir, ip, "isotropic tr(α)/3", "iso"),
@@ -726,6 +719,10 @@ def plot_parity(model: PolarizabilityModel, frames: Sequence[Atoms], path: str |
         ax.set_ylabel("model α (Å$^3$)")
         ax.set_title(f"{name}: RMSE {err[f'rmse_{key}_A3']:.3g} Å$^3$, rel. {err[f'rel_rmse_{key}']:.2f}", fontsize=9)
     return save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------- learning curve
+
 
 def learning_curve(
     train_frames: Sequence[Atoms],
