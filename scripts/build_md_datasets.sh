@@ -21,12 +21,12 @@ PY=${PYTHON:-.venv/bin/python}
 export OMP_NUM_THREADS=1 HDF5_USE_FILE_LOCKING=FALSE
 mkdir -p "$WORK/md"
 
-# name | structure | extra md args | force field | labels
+# name | structure | extra md args | force field | labels   (built in this order)
 TABLE="
 Na3SbS4-cubic|Na3SbS4-cubic|-|finetuned:Na3SbS4-cubic|85
 Na3SbS4-tetragonal|Na3SbS4-tetragonal|-|finetuned:Na3SbS4-cubic|60
-Na3PS4-tetragonal|Na3PS4-tetragonal|-|chgnet|50
 Na3SbS4-cubic-W0.5|$WORK/md/W0.5.extxyz|-|finetuned:Na3SbS4-cubic|50
+Na3PS4-tetragonal|Na3PS4-tetragonal|-|chgnet|50
 NaCl|NaCl|--supercell 2x2x2|chgnet|50
 AgI-alpha|AgI-alpha|--supercell 2x2x2|chgnet|50
 "

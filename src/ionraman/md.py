@@ -373,7 +373,10 @@ def run_md(
         step = int(state["step"])
         # what the monitor saw before the interruption (a fresh monitor only sees what follows)
         prior_integrity = read_metadata(out).get("integrity")
-        writer = H5MDWriter(out, mode="a")
+        writer = H5MDWriter(out, mode="a", buffer_frames=config.checkpoint_every_frames)
+        if writer.n_frames < frames_done:
+            raise InputError(f"{out}: holds {writer.n_frames} frames but its checkpoint {ckpt.name} was taken at frame "
+                             f"{frames_done}; the file was cut short, so start afresh without --resume.")
         writer.truncate(frames_done)
         writer.update_metadata(meta | {"status": "running", "resumed": True})
         resumed = True
@@ -406,7 +409,9 @@ def run_md(
                     bar.advance(1)
             finally:
                 bar.close()
-        writer = H5MDWriter(out, numbers=atoms.numbers, metadata=meta | {"status": "running"}, mode="w")
+        # frames reach the disk in blocks, each written just before the checkpoint that counts them
+        writer = H5MDWriter(out, numbers=atoms.numbers, metadata=meta | {"status": "running"}, mode="w",
+                            buffer_frames=config.checkpoint_every_frames)
         _Snapshot.take(atoms, 0, 0, rng).save(ckpt, config)
 
     guards = _Guards(atoms, config, label)
@@ -440,14 +445,15 @@ def run_md(
             frames_done += 1
             last = _Snapshot.take(atoms, step, frames_done, rng)
             if frames_done % config.checkpoint_every_frames == 0:
+                writer.flush()
                 last.save(ckpt, config)
             if on_frame:
                 on_frame(frames_done - 1, atoms)
     except KeyboardInterrupt:
         # the state at the last written frame, not mid-interval, so that a resumed
         # run continues on the same frame grid
-        last.save(ckpt, config)
         writer.truncate(last.frames)
+        last.save(ckpt, config)
         writer.update_metadata({"status": "interrupted", **_integrity_meta(monitor, prior_integrity)})
         writer.close()
         bar.close()
@@ -458,6 +464,7 @@ def run_md(
         bar.close()
         raise
     bar.close()
+    writer.flush()
     last.save(ckpt, config)
     elapsed = bar.elapsed
     rate = steps_run * len(atoms) / elapsed if elapsed > 0 and steps_run else float("nan")
