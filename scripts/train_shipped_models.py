@@ -203,7 +203,6 @@ def _rounded(e: dict) -> dict:
 def train_family(name: str, spec: dict, sets: dict) -> dict:
     """Held-out test, learning curve and bond-model comparison of one family, then the shipped fit on all its labels."""
     from ionraman.polarizability.model import PolarizabilityModel, learning_curve
-    from ionraman.polarizability.model import polarizability_errors as tensor_errors
 
     frames_by = {d: sets[d] for d in spec["datasets"]}
     all_frames = [a for fr in frames_by.values() for a in fr]
@@ -220,11 +219,11 @@ def train_family(name: str, spec: dict, sets: dict) -> dict:
     for d, te in test_of.items():
         if not te:
             continue
-        per[d] = _rounded(tensor_errors(cv.predict(te), np.array([get_alpha(a) for a in te])))
-    pooled = _rounded(tensor_errors(cv.predict(test), np.array([get_alpha(a) for a in test])))
+        per[d] = _rounded(polarizability_errors(cv.predict(te), np.array([get_alpha(a) for a in te])))
+    pooled = _rounded(polarizability_errors(cv.predict(test), np.array([get_alpha(a) for a in test])))
     # the bond-polarizability model fitted on the same training frames, on the same test frames
     bond = BondPolarizabilityModel(cutoffs=CUTOFFS).fit(train, bond_types=_present_types(train))
-    bond_err = _rounded(tensor_errors(bond.predict(test), np.array([get_alpha(a) for a in test])))
+    bond_err = _rounded(polarizability_errors(bond.predict(test), np.array([get_alpha(a) for a in test])))
     # learning curve on the same test frames (training frames shuffled once)
     rng = np.random.default_rng(7)
     shuffled = [train[i] for i in rng.permutation(len(train))]
@@ -284,12 +283,11 @@ def train_general(sets: dict, candidates: list[str], tested: list[str], settings
     """The λ-SOAP model on every shipped label, for built-ins without a family model; its test is
     4-fold CV within each dataset in ``tested`` (those no family model covers)."""
     from ionraman.polarizability.model import PolarizabilityModel
-    from ionraman.polarizability.model import polarizability_errors as tensor_errors
 
     ttests = {}
     for name in tested:
         pred, true = _cv_within(sets, name, lambda tr: PolarizabilityModel(cv_folds=3).fit(tr))
-        ttests[name] = _rounded(tensor_errors(pred, true))
+        ttests[name] = _rounded(polarizability_errors(pred, true))
         print("general", name, ttests[name], flush=True)
     all_frames = [a for fr in sets.values() for a in fr]
     PolarizabilityModel(cv_folds=3).fit(all_frames).save(DATA / "models" / "lsoap_cp2k.npz")

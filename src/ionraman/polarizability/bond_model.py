@@ -301,24 +301,42 @@ def split_iso_aniso(alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return iso, a - iso[:, None, None] * _I3
 
 
-def polarizability_errors(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
-    """RMSE and relative RMSE of the isotropic and anisotropic parts.
+def polarizability_errors(alpha_pred: np.ndarray, alpha_true: np.ndarray) -> dict[str, float]:
+    """Errors of predicted vs reference cell tensors (both (n, 3, 3) in Å³).
 
-    rel_rmse_iso = RMSE(iso) / std(true iso)  (< 1: better than predicting the mean);
-    rel_rmse_aniso = RMSE over the 9 components of the traceless part / RMS of the
-    true traceless part about its mean.
+    - iso: a = tr(α)/3 per frame; ``rmse_iso_A3`` = sqrt(mean (a_pred − a_true)²);
+      ``rel_rmse_iso`` = rmse / std(a_true) (population std over the frames given).
+    - aniso: T = sym(α) − tr(α)/3·I, all 9 Cartesian components;
+      ``rmse_aniso_A3`` = sqrt(mean over frames and the 9 components of (T_pred − T_true)²);
+      ``rel_rmse_aniso`` = rmse / sqrt(mean over frames and components of (T_true − mean_frames T_true)²),
+      i.e. divided by the pooled per-component std of the reference traceless tensors. (With the
+      orthonormal spherical basis the ratio is identical when computed on the 5 spherical components.)
+    Both tensors are symmetrised first.
     """
-    pi, pa = split_iso_aniso(pred)
-    ti, ta = split_iso_aniso(true)
-    rmse_iso = float(np.sqrt(np.mean((pi - ti) ** 2)))
-    rmse_aniso = float(np.sqrt(np.mean((pa - ta) ** 2)))
-    std_iso = float(np.std(ti))
-    std_aniso = float(np.sqrt(np.mean((ta - ta.mean(0)) ** 2)))
+    p = np.asarray(alpha_pred, dtype=float).reshape(-1, 3, 3)
+    t = np.asarray(alpha_true, dtype=float).reshape(-1, 3, 3)
+    if p.shape != t.shape:
+        raise InputError(f"predicted and reference tensors have shapes {p.shape} and {t.shape}; give one tensor per frame.")
+    p = 0.5 * (p + p.transpose(0, 2, 1))
+    t = 0.5 * (t + t.transpose(0, 2, 1))
+    eye = np.eye(3)
+    ip = np.trace(p, axis1=1, axis2=2) / 3.0
+    it = np.trace(t, axis1=1, axis2=2) / 3.0
+    tp = p - ip[:, None, None] * eye
+    tt = t - it[:, None, None] * eye
+    rmse_iso = float(np.sqrt(np.mean((ip - it) ** 2)))
+    std_iso = float(np.std(it))
+    rmse_an = float(np.sqrt(np.mean((tp - tt) ** 2)))
+    std_an = float(np.sqrt(np.mean((tt - tt.mean(axis=0)) ** 2)))
     return {
-        "rmse_iso": rmse_iso,
-        "rmse_aniso": rmse_aniso,
-        "rel_rmse_iso": rmse_iso / std_iso if std_iso > 0 else float("inf"),
-        "rel_rmse_aniso": rmse_aniso / std_aniso if std_aniso > 0 else float("inf"),
-        "std_iso": std_iso,
-        "std_aniso": std_aniso,
+        "n_frames": int(len(t)),
+        "rmse_iso_A3": rmse_iso,
+        "std_iso_A3": std_iso,
+        "rel_rmse_iso": rmse_iso / std_iso if std_iso > 0 else float("nan"),
+        "rmse_aniso_A3": rmse_an,
+        "std_aniso_A3": std_an,
+        "rel_rmse_aniso": rmse_an / std_an if std_an > 0 else float("nan"),
+        "rmse_total_A3": float(np.sqrt(np.mean((p - t) ** 2))),
     }
+
+
