@@ -48,8 +48,7 @@ from .fingerprint import (
     FLFResult,
     low_frequency_fraction,
 )
-from .raman import _CSV_MAGIC, RamanSpectrum, _json_safe, laser_factor, trapezoid_weights
-from .units import HC_EV_CM, KB_EV_PER_K
+from .raman import _CSV_MAGIC, RamanSpectrum, _json_safe, _reduced_energy, laser_factor, trapezoid_weights
 
 __all__ = [
     "read_spectrum",
@@ -854,8 +853,7 @@ def estimate_noise(y: Any, window: int = 9, polyorder: int = 3, local_points: in
 
 def _bose_factor(frequency_cm1: np.ndarray, temperature_K: float) -> np.ndarray:
     """1/(n(ν̃)+1) = 1 − exp(−hcν̃/k_BT) (0 at ν̃ = 0, negative on the anti-Stokes side)."""
-    x = HC_EV_CM * np.asarray(frequency_cm1, dtype=float) / (KB_EV_PER_K * float(temperature_K))
-    return -np.expm1(-x)
+    return -np.expm1(-_reduced_energy(frequency_cm1, temperature_K))
 
 
 def _require_T(T: Any, what: str) -> float:
