@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
-from ionraman.distill import MANIFEST, DistillConfig, DistilledDomain, distill
+from ionraman.distill import MANIFEST, DistillConfig, DistilledDomain, distill, load_distilled
 from ionraman.errors import InputError
 from ionraman.forcefields import get_forcefield
 
@@ -143,6 +143,8 @@ def test_bad_settings_are_refused_in_one_sentence(tmp_path):
         distill(["x"], tmp_path / "a", DistillConfig(val_fraction=0.7), progress=False)
     with pytest.raises(InputError, match="--strains"):
         distill(["x"], tmp_path / "b", DistillConfig(strains=(0.2,)), progress=False)
+    with pytest.raises(InputError, match="--train-dtype"):
+        distill(["x"], tmp_path / "c", DistillConfig(train_dtype="float16"), progress=False)
 
 
 def test_a_campaign_distils_once_per_candidate_with_one_setting(tmp_path):
@@ -238,8 +240,18 @@ def test_changed_model_settings_retrain_on_the_same_frames(distilled, tmp_path):
     d, res = distilled
     work = tmp_path / "ff"
     shutil.copytree(d / "ff", work)
-    again = distill([str(d / "cu.extxyz")], work, replace(TINY, num_channels=4, epochs=1), progress=False)
+    # a one-layer model with a nonlinear readout, trained in float64 and run in float32 (the MD precision)
+    again = distill([str(d / "cu.extxyz")], work, replace(TINY, num_channels=4, epochs=1, nonlinear_readout=True, readout_mlp=24,
+                                                          train_dtype="float64"),
+                    progress=False)
     assert again.n_train == res.n_train and again.n_valid == res.n_valid  # the same labelled frames
     assert json.loads((work / MANIFEST).read_text())["config"]["num_channels"] == 4
+    import torch
+
+    trained = torch.load(work / "train" / "distilled.model", map_location="cpu", weights_only=False)
+    assert next(trained.parameters()).dtype == torch.float64
+    calc, _ = load_distilled(work)
+    assert next(calc.model.parameters()).dtype == torch.float32
+    assert str(calc.model.readouts[0].linear_1.irreps_out) == "24x0e"  # mace's MLP readout, 24 wide
     with pytest.raises(InputError, match="other settings"):
         distill([str(d / "cu.extxyz")], work, replace(TINY, temperatures_K=(300.0,)), progress=False)

@@ -93,12 +93,18 @@ class DistillConfig:
     correlation: int = 3
     num_interactions: int = 1
     radial_mlp: tuple[int, ...] = (32, 32)
+    # mace-torch gives a one-layer model a linear readout (the site energy is linear in the
+    # layer's invariant features); nonlinear_readout gives it mace's MLP readout of width
+    # readout_mlp (MLP_irreps) instead, at no measurable MD cost (ionraman._mace_train)
+    nonlinear_readout: bool = False
+    readout_mlp: int = 16
     epochs: int = 300
     batch_size: int = 4
     lr: float = 0.01
     energy_weight: float = 1.0
     forces_weight: float = 100.0
-    dtype: str = "float32"
+    dtype: str = "float32"  # of the model in MD (and of its validation)
+    train_dtype: str | None = None  # of the training (None: dtype); the model is cast to dtype afterwards
     # ZBL screened-nuclear repulsion added to the learned energy (mace --pair_repulsion): a short-range
     # wall where training data has no frames, so rare close approaches repel instead of collapsing
     pair_repulsion: bool = True
@@ -117,6 +123,11 @@ class DistillConfig:
                 raise InputError(f"--large-cell {self.large_min_atoms}: give the smallest number of atoms of the larger cell, e.g. 120.")
             if not self.large_md_time_ps > 0:
                 raise InputError(f"--large-md-time {self.large_md_time_ps}: give a positive time in ps, e.g. 0.4.")
+        for name, v in (("--dtype", self.dtype), ("--train-dtype", self.train_dtype or self.dtype)):
+            if v not in ("float32", "float64"):
+                raise InputError(f"{name} {v}: give float32 or float64.")
+        if self.readout_mlp < 1:
+            raise InputError(f"--readout {self.readout_mlp}: give the positive width of the readout MLP, e.g. 16.")
         if self.epochs < 1 or self.batch_size < 1:
             raise InputError("--epochs and --batch-size must be positive integers.")
 
@@ -130,13 +141,13 @@ class DistillConfig:
         return [
             "--model", "MACE", "--r_max", str(self.r_max_A), "--hidden_irreps", hidden,
             "--max_ell", str(self.max_ell), "--correlation", str(self.correlation),
-            "--num_interactions", str(self.num_interactions), "--MLP_irreps", "16x0e",
+            "--num_interactions", str(self.num_interactions), "--MLP_irreps", f"{self.readout_mlp}x0e",
             "--num_radial_basis", "8", "--num_cutoff_basis", "5", "--radial_MLP", str(list(self.radial_mlp)),
             "--E0s", "average", "--scaling", "rms_forces_scaling",
             "--loss", "weighted", "--energy_weight", str(self.energy_weight), "--forces_weight", str(self.forces_weight),
             "--max_num_epochs", str(self.epochs), "--batch_size", str(self.batch_size), "--valid_batch_size", "16",
             "--lr", str(self.lr), "--scheduler_patience", "5", "--patience", "30", "--ema", "--ema_decay", "0.99",
-            "--amsgrad", "--default_dtype", self.dtype, "--seed", str(self.seed), "--device", "cpu",
+            "--amsgrad", "--default_dtype", self.train_dtype or self.dtype, "--seed", str(self.seed), "--device", "cpu",
             "--eval_interval", "1", "--error_table", "PerAtomRMSE", "--energy_key", _E, "--forces_key", _F,
         ] + (["--pair_repulsion"] if self.pair_repulsion else [])
 
@@ -355,7 +366,8 @@ def _train(cfg: DistillConfig, out: Path, log: Callable[[str], None]) -> float:
     """Run mace-torch's trainer in a subprocess (it sets global torch state); resumable."""
     tdir = out / "train"
     tdir.mkdir(exist_ok=True)
-    cmd = [sys.executable, "-m", "mace.cli.run_train", "--name", "distilled",
+    cmd = [sys.executable, "-m", "ionraman._mace_train", *(["--nonlinear-readout"] if cfg.nonlinear_readout else []),
+           "--name", "distilled",
            "--train_file", str(out / "data" / "train.xyz"), "--valid_file", str(out / "data" / "valid.xyz"),
            "--work_dir", str(tdir), "--model_dir", str(tdir), "--checkpoints_dir", str(tdir / "checkpoints"),
            "--results_dir", str(tdir / "results"), "--log_dir", str(tdir / "logs"), "--restart_latest", *cfg.mace_args()]

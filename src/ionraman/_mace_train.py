@@ -1,0 +1,61 @@
+"""mace-torch's trainer (``mace.cli.run_train``) with one change for one-layer models.
+
+``python -m ionraman._mace_train [--nonlinear-readout] <run_train arguments>``
+
+Why: mace-torch gives every interaction but the last a linear readout and the last one
+``NonLinearReadoutBlock(MLP_irreps)``; in a model with a single interaction that one layer
+counts as the first, so ``--MLP_irreps`` is silently unused and the site energy is a *linear*
+function of the layer's body-ordered invariant features (16 for the distilled default).
+``--nonlinear-readout`` gives such a model the readout mace-torch gives the last layer of a
+deeper one (linear → ``MLP_irreps`` with the gate → linear). It acts once per atom, not per
+edge, so its cost in MD is negligible (docs/physics/distillation.md). The trained model is
+an ordinary mace ``ScaleShiftMACE`` whose ``readouts[0]`` is mace's own
+``NonLinearReadoutBlock``: loading it needs nothing from this module.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import sys
+
+FLAG = "--nonlinear-readout"
+
+
+def _patch_one_layer_readout() -> None:
+    from e3nn import o3
+    from mace.modules import blocks, models
+
+    original = models.MACE.__init__
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def init(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        original(self, *args, **kwargs)
+        if len(self.interactions) != 1 or not isinstance(self.readouts[0], blocks.LinearReadoutBlock):
+            return
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        a = bound.arguments
+        heads = a["heads"] or ["Default"]
+        self.readouts[0] = blocks.NonLinearReadoutBlock(
+            self.readouts[0].linear.irreps_in, (len(heads) * o3.Irreps(a["MLP_irreps"])).simplify(), a["gate"],
+            o3.Irreps(f"{len(heads)}x0e"), len(heads), a["cueq_config"], a["oeq_config"],
+        )
+
+    models.MACE.__init__ = init
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if FLAG in args:
+        args.remove(FLAG)
+        _patch_one_layer_readout()
+    from mace.cli.run_train import main as run_train
+
+    sys.argv = ["mace_run_train", *args]
+    run_train()
+
+
+if __name__ == "__main__":
+    main()
