@@ -23,6 +23,7 @@ FLAG = "--nonlinear-readout"
 
 
 def _patch_one_layer_readout() -> None:
+    import mace  # noqa: F401  (first: it lets torch ≥ 2.6 unpickle e3nn's constants, which e3nn loads on import)
     from e3nn import o3
     from mace.modules import blocks, models
 
