@@ -89,7 +89,7 @@ def main() -> None:
     for name, frames in sets.items():
         pred, true = _cv_within(sets, name, lambda tr: BondPolarizabilityModel(cutoffs=CUTOFFS).fit(tr, bond_types=_present_types(tr)))
         err = polarizability_errors(pred, true)
-        tests[name] = {k: round(float(v), 4) for k, v in err.items()}
+        tests[name] = {k: round(float(v), 4) if isinstance(v, float) else v for k, v in err.items()}
         print(name, len(frames), tests[name])
     out = model.to_dict()
     out["provenance"] = {
@@ -153,13 +153,22 @@ def plot_learning_curves(entries: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    top = 1.5  # relative RMSE above 1 is worse than predicting the mean; a degenerate fit can reach 1e12
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
     for ax, part in zip(axes, ("iso", "aniso")):
         for e in entries:
             lc = e["learning_curve"]
-            ax.plot([p["n_train"] for p in lc], [p[f"{part}_rel_rmse"] for p in lc], "o-", label=e["name"])
+            n = [p["n_train"] for p in lc]
+            y = [p[f"{part}_rel_rmse"] for p in lc]
+            ax.plot(n, [min(v, top) for v in y], "o-", label=e["name"])
+            off = [(k, v) for k, v in zip(n, y) if v > top]
+            if off:
+                ax.plot([k for k, _ in off], [top] * len(off), "^", color=ax.lines[-1].get_color(), clip_on=False)
+                for k, v in off:
+                    ax.annotate(f"{v:.1e} (off scale)", (k, top), textcoords="offset points", xytext=(6, -12), fontsize=7)
             ax.axhline(e["bond_model_test"][f"{part}_rel_rmse"], ls=":", lw=0.8, color=ax.lines[-1].get_color())
         ax.set_xscale("log")
+        ax.set_ylim(0, top)
         ax.set_xlabel("training labels")
         ax.set_title({"iso": "isotropic part", "aniso": "anisotropic part"}[part])
     axes[0].set_ylabel("held-out RMSE / std of labels")
