@@ -233,6 +233,22 @@ def test_distilled_calculator_matches_mace_calculator(distilled):
     np.testing.assert_allclose(res[0][2], res[1][2], atol=1e-6)
 
 
+def test_a_folder_from_before_new_settings_existed_is_reused(distilled, tmp_path):
+    # settings.json of an older version lacks the fields added since: they count as defaults
+    import shutil
+
+    d, res = distilled
+    work = tmp_path / "ff"
+    shutil.copytree(d / "ff", work)
+    st = json.loads((work / "settings.json").read_text())
+    for k in ("nonlinear_readout", "readout_mlp", "train_dtype"):
+        st["config"].pop(k)
+    (work / "settings.json").write_text(json.dumps(st))
+    before = (work / "model.model").stat().st_mtime_ns
+    again = distill([str(d / "cu.extxyz")], work, TINY, progress=False)
+    assert (work / "model.model").stat().st_mtime_ns == before and again.errors == res.errors
+
+
 def test_changed_model_settings_retrain_on_the_same_frames(distilled, tmp_path):
     import shutil
     from dataclasses import replace

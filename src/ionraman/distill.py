@@ -412,7 +412,8 @@ def distill(
         old_sampling = {k: old.get("config", {}).get(k, defaults[k]) for k in _SAMPLING_FIELDS}  # fields added later: defaults
         if old.get("inputs") != settings["inputs"] or old_sampling != json.loads(json.dumps(cfg.sampling_dict())):
             raise InputError(f"{out} holds a distillation with other settings ({settings_file}); use a new -o folder or delete it.")
-        if old["config"] != settings["config"]:
+        # fields added in later versions count as their defaults, so an older finished folder is reused
+        if defaults | old.get("config", {}) != settings["config"]:
             # same labelled frames, other model or training settings: keep the data, train again
             log("model settings changed: keeping the labelled frames, training a new model")
             for f in (manifest, out / MODEL_FILE):
