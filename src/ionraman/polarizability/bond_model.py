@@ -319,11 +319,8 @@ def polarizability_errors(alpha_pred: np.ndarray, alpha_true: np.ndarray) -> dic
         raise InputError(f"predicted and reference tensors have shapes {p.shape} and {t.shape}; give one tensor per frame.")
     p = 0.5 * (p + p.transpose(0, 2, 1))
     t = 0.5 * (t + t.transpose(0, 2, 1))
-    eye = np.eye(3)
-    ip = np.trace(p, axis1=1, axis2=2) / 3.0
-    it = np.trace(t, axis1=1, axis2=2) / 3.0
-    tp = p - ip[:, None, None] * eye
-    tt = t - it[:, None, None] * eye
+    ip, tp = split_iso_aniso(p)
+    it, tt = split_iso_aniso(t)
     rmse_iso = float(np.sqrt(np.mean((ip - it) ** 2)))
     std_iso = float(np.std(it))
     rmse_an = float(np.sqrt(np.mean((tp - tt) ** 2)))
@@ -338,5 +335,3 @@ def polarizability_errors(alpha_pred: np.ndarray, alpha_true: np.ndarray) -> dic
         "rel_rmse_aniso": rmse_an / std_an if std_an > 0 else float("nan"),
         "rmse_total_A3": float(np.sqrt(np.mean((p - t) ** 2))),
     }
-
-
