@@ -352,8 +352,12 @@ class PolarizabilityModel:
             x = feats.x0[:, a, :]
             xp = x - Q @ (Q.T @ x)
             r = math.sqrt(float(np.mean(xp**2))) if xp.size else 0.0
-            if r <= 0:
-                r = math.sqrt(float(np.mean(x**2))) if x.size else 0.0
+            r_full = math.sqrt(float(np.mean(x**2))) if x.size else 0.0
+            # a species whose block lies in the span of the counts (e.g. it occurs in one training
+            # frame) leaves only round-off after the projection: scaling by that would multiply its
+            # unprojected features by ~1e16 at prediction time
+            if r <= 1e-8 * r_full:
+                r = r_full
             scale0[a] = 1.0 / r if r > 0 else 1.0
             r2 = math.sqrt(float(np.mean(feats.x2[:, a] ** 2)))
             scale2[a] = 1.0 / r2 if r2 > 0 else 1.0
