@@ -13,6 +13,8 @@
 # --temperatures 300,600,900 --md-time 0.6 --frame-every 30` (session 5); later ones come from
 # the plain NVT pools below, like every other dataset.
 # CP2K cost on 2 cores: ≈ 45 s per 16-atom Na3SbS4/Na3PS4 frame.
+# Each SCF starts from the previous frame's wavefunction (--chain-guess: one composition, serial),
+# which shortens the SCF part and leaves the label unchanged to the SCF tolerance.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${WORK:-runs/pol8}
@@ -51,6 +53,6 @@ while IFS='|' read -r name structure extra ff n <&3; do
     pool+=("$f")
   done
   test -f "$WORK/${name}_snapshots.xyz" || $I select "${pool[@]}" -n "$n" -o "$WORK/${name}_snapshots.xyz"
-  $I label "$WORK/${name}_snapshots.xyz" --engine cp2k -o "$WORK/${name}.xyz" --workers 1 --workdir "$WORK/cp2k_${name}" --no-progress || true
+  $I label "$WORK/${name}_snapshots.xyz" --engine cp2k -o "$WORK/${name}.xyz" --workers 1 --chain-guess --workdir "$WORK/cp2k_${name}" --no-progress || true
   $PY scripts/ship_labels.py "$WORK/${name}.xyz" --dataset "$name" --candidate "$name" --forcefield "$ff"
 done 3<<< "$TABLE"

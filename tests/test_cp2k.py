@@ -346,6 +346,21 @@ def test_chain_guess_hands_each_frame_the_previous_wavefunction(tmp_path):
     assert [a.info["started_from"] for a in read_labelled(tmp_path / "m.xyz")] == ["atomic"] * 3
 
 
+def test_chain_guess_labels_each_md_run_in_time_order(tmp_path):
+    frames = _frames(4)
+    # farthest-point order: runs and times interleaved
+    for a, (src, k) in zip(frames, [("t900.h5", 50), ("t300.h5", 10), ("t900.h5", 20), ("t300.h5", 5)]):
+        a.info.update(source=src, frame=k)
+    out = tmp_path / "labels.xyz"
+    label_frames(frames, None, out, tmp_path / "runs", executor="serial", progress=False,
+                 labeller=_chain_labeller, chain_guess=True)
+    got = {int(a.info["index"]): a.info["started_from"] for a in read_labelled(out)}
+    # labelled 3 (t300 frame 5) → 1 (t300 frame 10) → 2 (t900 frame 20) → 0 (t900 frame 50)
+    assert got == {3: "atomic", 1: "wfn of 3", 2: "wfn of 1", 0: "wfn of 2"}
+    # the file is still in input order
+    assert [int(a.info["index"]) for a in read_labelled(out)] == [0, 1, 2, 3]
+
+
 def test_input_with_a_wavefunction_guess(tmp_path):
     text = rc.write_input(nacl(), CP2KSettings(), tmp_path, wfn_guess=rc.GUESS_WFN).read_text()
     assert "SCF_GUESS RESTART" in text and f"WFN_RESTART_FILE_NAME {rc.GUESS_WFN}" in text

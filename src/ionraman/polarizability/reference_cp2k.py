@@ -981,6 +981,8 @@ def label_frames(
         seen[h] = i
         jobs.append(_Job(i, atoms, s, str(work_root / h), labeller, keep_files, h, chain_file))
 
+    if chain_file is not None:
+        jobs.sort(key=_chain_order)
     failures: dict[str, Any] = {}
     failed_path = out_path.with_name(out_path.name + ".failed.json")
 
@@ -1022,6 +1024,20 @@ def label_frames(
             failed_path.unlink()
     result.wall_time_s = time.perf_counter() - t0
     return result
+
+
+def _chain_order(job: _Job) -> tuple:
+    """Chained SCF guesses: label frames of one MD run in time order, runs one after another.
+
+    Farthest-point picks come in the order that makes neighbours most *unlike*; in time order
+    each frame starts from the wavefunction of a configuration of the same run and temperature.
+    Frames without ``source``/``frame`` keep their input order. The output is rewritten in
+    input order at the end, so only the cost changes.
+    """
+    info = job.atoms.info
+    if "source" in info and "frame" in info:
+        return (0, str(info["source"]), int(info["frame"]), job.index)
+    return (1, "", 0, job.index)
 
 
 def _run_serial(jobs: list[_Job], on_result: Callable[[str, Any], None], progress: bool) -> None:
