@@ -62,8 +62,12 @@ FAMILIES = {
                       "candidates": ["Na3SbS4-cubic", "Na3SbS4-tetragonal", "Na3SbS4-cubic-W0.25",
                                      "Na3SbS4-cubic-W0.125", "Na3SbS4-tetragonal-W0.125"]},
     "lsoap-Na3PS4": {"datasets": ["Na3PS4-tetragonal"], "candidates": ["Na3PS4-tetragonal", "Na3PS4-cubic"]},
-    "lsoap-AgI": {"datasets": ["AgI-alpha"], "candidates": ["AgI-alpha", "AgI-beta"]},
-    "lsoap-NaCl": {"datasets": ["NaCl"], "candidates": ["NaCl"]},
+    # the ML-MD labels of NaCl and AgI come from cubic 2x2x2 cells (64 / 32 atoms); their first rattled
+    # labels from the 8- / 4-atom cells are Γ-point labels of another k-sampling (NaCl: α per atom 35 %
+    # lower in the 8-atom cell, ε∞ 1.69 against 2.07; docs/models.md), which one extensive model cannot
+    # fit together with them
+    "lsoap-AgI": {"datasets": ["AgI-alpha"], "candidates": ["AgI-alpha", "AgI-beta"], "min_atoms": 32},
+    "lsoap-NaCl": {"datasets": ["NaCl"], "candidates": ["NaCl"], "min_atoms": 64},
 }
 TEST_FRACTION = 0.2
 # a family gets its own model once its main dataset has this many labels (else lsoap-cp2k serves it)
@@ -130,8 +134,14 @@ def main() -> None:
         # W0.5 set has enough of its own
         if len(sets.get("Na3SbS4-cubic-W0.5", [])) >= MIN_W05_LABELS and "Na3SbS4-cubic-W0.25" in present:
             present.remove("Na3SbS4-cubic-W0.25")
-        if spec["datasets"][0] in present and len(sets[spec["datasets"][0]]) >= MIN_FAMILY_LABELS:
-            family_entries.append(train_family(name, {**spec, "datasets": present}, sets))
+        fam_sets = {d: [a for a in sets[d] if len(a) >= spec.get("min_atoms", 0)] for d in present}
+        if spec["datasets"][0] in present and len(fam_sets[spec["datasets"][0]]) >= MIN_FAMILY_LABELS:
+            entry = train_family(name, {**spec, "datasets": present}, fam_sets)
+            left = {d: len(sets[d]) - len(fam_sets[d]) for d in present if len(sets[d]) > len(fam_sets[d])}
+            if left:
+                entry["labels_left_out"] = {"per_dataset": left,
+                                            "reason": f"label cells smaller than {spec['min_atoms']} atoms (another Γ-point k-sampling)"}
+            family_entries.append(entry)
     # … and one on every label for the remaining built-ins (e.g. the calibration set's LiF, LiI)
     served = {c for e in family_entries for c in e["candidates"]}
     rest = sorted(c for c in index[0]["candidates"] if c not in served)
