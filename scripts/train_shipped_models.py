@@ -76,6 +76,16 @@ MIN_FAMILY_LABELS = 20
 DESCRIPTOR_GRID = [{"cutoff_A": 4.0}, {"cutoff_A": 5.0}, {"cutoff_A": 6.0, "max_radial": 6}]
 
 
+def _one_label_cell(frames_by: dict, min_atoms: dict, min_keep: int = 0) -> tuple[dict, dict]:
+    """Frames of each dataset with at least ``min_atoms[name]`` atoms (its ML-MD label cell); a dataset
+    that would keep fewer than ``min_keep`` keeps all its frames. Returns (kept, {name: n left out})."""
+    kept = {}
+    for n, fr in frames_by.items():
+        big = [a for a in fr if len(a) >= min_atoms.get(n, 0)]
+        kept[n] = big if len(big) >= min_keep else fr
+    return kept, {n: len(fr) - len(kept[n]) for n, fr in frames_by.items() if len(kept[n]) < len(fr)}
+
+
 def _present_types(frames: list) -> list[str]:
     el = {s for a in frames for s in a.get_chemical_symbols()}
     return [t for t in BOND_TYPES if set(t.split("-")) <= el]
@@ -134,10 +144,9 @@ def main() -> None:
         # W0.5 set has enough of its own
         if len(sets.get("Na3SbS4-cubic-W0.5", [])) >= MIN_W05_LABELS and "Na3SbS4-cubic-W0.25" in present:
             present.remove("Na3SbS4-cubic-W0.25")
-        fam_sets = {d: [a for a in sets[d] if len(a) >= spec.get("min_atoms", 0)] for d in present}
+        fam_sets, left = _one_label_cell({d: sets[d] for d in present}, {d: spec.get("min_atoms", 0) for d in present})
         if spec["datasets"][0] in present and len(fam_sets[spec["datasets"][0]]) >= MIN_FAMILY_LABELS:
             entry = train_family(name, {**spec, "datasets": present}, fam_sets)
-            left = {d: len(sets[d]) - len(fam_sets[d]) for d in present if len(sets[d]) > len(fam_sets[d])}
             if left:
                 entry["labels_left_out"] = {"per_dataset": left,
                                             "reason": f"label cells smaller than {spec['min_atoms']} atoms (another Γ-point k-sampling)"}
@@ -148,12 +157,8 @@ def main() -> None:
     covered = {d for e in family_entries for d in e["datasets"]}
     # the general model also keeps to one label cell per dataset once ≥ 5 labels of the family's cell exist
     min_atoms = {spec["datasets"][0]: spec["min_atoms"] for spec in FAMILIES.values() if "min_atoms" in spec}
-    gsets = {}
-    for n, fr in sets.items():
-        big = [a for a in fr if len(a) >= min_atoms.get(n, 0)]
-        gsets[n] = big if len(big) >= 5 else fr
+    gsets, left = _one_label_cell(sets, min_atoms, min_keep=5)
     general = train_general(gsets, rest, [n for n in sets if f"{n}.xyz" not in covered], settings)
-    left = {n: len(sets[n]) - len(gsets[n]) for n in sets if len(gsets[n]) < len(sets[n])}
     if left:
         general["labels_left_out"] = {"per_dataset": left, "reason": "label cells smaller than the dataset's ML-MD cell"}
     index = family_entries + [general] + index
