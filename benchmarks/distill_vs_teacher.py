@@ -77,6 +77,7 @@ def main() -> None:
                     help="also distil from teacher MD of each sampled cell in its supercell of ≥ N atoms (0: none): "
                          "cubic 16 → 128, W-doped 31 → 124; other MD runs (seed 0) than the held-out frames (seed 2)")
     ap.add_argument("--large-md-time", type=float, default=0.8, help="teacher MD of the large cell per temperature, ps")
+    ap.add_argument("--r-max", type=float, default=5.0, help="MACE cutoff radius, Å")
     ap.add_argument("--speed-rounds", type=int, default=3, help="alternating teacher/student throughput rounds")
     ap.add_argument("--work", default="runs/bench_distill")
     args = ap.parse_args()
@@ -88,7 +89,7 @@ def main() -> None:
     cfg = DistillConfig(teacher=teacher.name, epochs=args.epochs, md_time_ps=args.distill_md_time, frame_every_fs=30.0,
                         temperatures_K=tuple(float(t) for t in args.distill_temperatures.split(",")),
                         large_min_atoms=args.large_cell or None, large_md_time_ps=args.large_md_time,
-                        max_L=args.max_L, correlation=args.correlation, num_channels=args.channels,
+                        max_L=args.max_L, correlation=args.correlation, num_channels=args.channels, r_max_A=args.r_max,
                         nonlinear_readout=args.nonlinear_readout, readout_mlp=args.readout,
                         train_dtype=args.train_dtype)
     log(f"distilling {teacher.name} (cached in {work / 'ff'})")
