@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.ionraman-installed
 
-.PHONY: setup run test test-all bench clean
+.PHONY: setup run lint test test-all bench clean
 
 setup: $(STAMP)
 
@@ -23,7 +23,11 @@ $(STAMP): pyproject.toml constraints.txt scripts/setup_system.sh
 run: setup
 	$(VENV)/bin/ionraman screen --preset demo -o runs/demo
 
-test: setup
+# lint: pyflakes and bugbear rules (pyproject.toml [tool.ruff]); part of the test target
+lint: setup
+	$(VENV)/bin/ruff check -q src tests benchmarks scripts
+
+test: lint
 	$(PY) -m pytest -q
 
 test-all: setup

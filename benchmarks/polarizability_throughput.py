@@ -53,10 +53,10 @@ def main() -> None:
         cells = [frames[args.train + k % (len(frames) - args.train)].repeat(reps) for k in range(args.frames)]
         model.predict(cells[:2])  # warm-up (CG coefficients, neighbour-list set-up)
         feats = model.featurize(cells)
-        t_feat = _time(lambda: model.featurize(cells))
-        t_reg = _time(lambda: model.predict_parts(cells, features=feats), repeat=5)
-        t_one = _time(lambda: model.predict(cells[:1]), repeat=5)
-        t_all = _time(lambda: model.predict(cells))
+        t_feat = _time(lambda c=cells: model.featurize(c))
+        t_reg = _time(lambda c=cells, f=feats: model.predict_parts(c, features=f), repeat=5)
+        t_one = _time(lambda c=cells: model.predict(c[:1]), repeat=5)
+        t_all = _time(lambda c=cells: model.predict(c))
         n_atoms = len(cells[0])
         results[name] = {
             "n_atoms": n_atoms,

@@ -93,7 +93,7 @@ def main() -> None:
         if intact:
             print(f"round {r}: every framework intact at {args.temperature:g} K", flush=True)
             break
-        for label, path, ok in trajs:
+        for label, path, _ok in trajs:
             new = select_from_trajectories([str(path)], args.new // len(trajs), every=2, seed=r)
             out = TRAINING / f"{args.name}{'' if label == 'stoich' else '-' + label}.xyz"
             for a in new:

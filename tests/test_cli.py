@@ -166,7 +166,7 @@ def test_diffusion_json_agrees_with_independent_msd_from_file(tmp_path):
         x = f["particles/all/position/value"][()] + f["particles/all/image/value"][()] @ cell
     x = x[:, :n_na] - x[:, :].mean(axis=1, keepdims=True)  # COM of all atoms removed (equal masses not needed: drift ≈ 0)
     lags = np.arange(int(d["fit_start_ps"] * 100), int(d["fit_stop_ps"] * 100) + 1, 10)
-    msd = np.array([((x[l:] - x[:-l]) ** 2).sum(axis=2).mean() for l in lags])
+    msd = np.array([((x[k:] - x[:-k]) ** 2).sum(axis=2).mean() for k in lags])
     slope = np.polyfit(lags * dt_fs, msd, 1)[0]
     D_indep = slope / 6 * 1e-16 / 1e-15  # Å²/fs → cm²/s
     assert abs(d["D_cm2_s"] - D_indep) < 3 * d["D_err_cm2_s"] + 0.05 * D_indep

@@ -137,7 +137,7 @@ class DistillConfig:
         return {k: d[k] for k in _SAMPLING_FIELDS}
 
     def mace_args(self) -> list[str]:
-        hidden = f"{self.num_channels}x0e" + "".join(f"+{self.num_channels}x{l}{'o' if l % 2 else 'e'}" for l in range(1, self.max_L + 1))
+        hidden = f"{self.num_channels}x0e" + "".join(f"+{self.num_channels}x{l}{'o' if l % 2 else 'e'}" for l in range(1, self.max_L + 1))  # noqa: E741 (l: angular momentum)
         return [
             "--model", "MACE", "--r_max", str(self.r_max_A), "--hidden_irreps", hidden,
             "--max_ell", str(self.max_ell), "--correlation", str(self.correlation),

@@ -48,7 +48,7 @@ from .fingerprint import (
     FLFResult,
     low_frequency_fraction,
 )
-from .raman import _CSV_MAGIC, RamanSpectrum, _json_safe, _reduced_energy, laser_factor, trapezoid_weights
+from .raman import _CSV_MAGIC, RamanSpectrum, _json_safe, _positive_temperature, _reduced_energy, laser_factor, trapezoid_weights
 
 __all__ = [
     "read_spectrum",
@@ -364,7 +364,7 @@ def _read_text(
     headers: list[tuple[int, list[str]]] = []
     rows: list[list[float]] = []
     lines_of_rows: list[int] = []
-    for lineno, s, toks, vals in parsed:
+    for lineno, _line, toks, vals in parsed:
         if not rows and (vals is None or len(vals) != ncol):
             headers.append((lineno, toks))
             continue
@@ -857,16 +857,11 @@ def _bose_factor(frequency_cm1: np.ndarray, temperature_K: float) -> np.ndarray:
 
 
 def _require_T(T: Any, what: str) -> float:
-    try:
-        t = float(T)
-    except (TypeError, ValueError):
-        t = float("nan")
-    if not (math.isfinite(t) and t > 0):
-        raise InputError(
-            f"{what}: Bose reduction needs the measurement temperature, but none is known; pass temperature_K= to "
-            "read_spectrum (or set Preprocessing(temperature_K=...)), e.g. --temperature 300."
-        )
-    return t
+    return _positive_temperature(
+        T,
+        f"{what}: Bose reduction needs the measurement temperature, but none is known; pass temperature_K= to "
+        "read_spectrum (or set Preprocessing(temperature_K=...)), e.g. --temperature 300.",
+    )
 
 
 def bose_reduce(spectrum: RamanSpectrum, temperature_K: float | None = None, laser_factor_correction: bool = True) -> RamanSpectrum:

@@ -593,17 +593,23 @@ def _reduced_energy(frequency_cm1: Any, temperature_K: float) -> np.ndarray:
     return HC_EV_CM * np.asarray(frequency_cm1, dtype=float) / (KB_EV_PER_K * float(temperature_K))
 
 
-def _require_temperature(temperature_K: Any, what: str) -> float:
+def _positive_temperature(temperature_K: Any, error: str) -> float:
+    """``temperature_K`` as a finite positive float (K), else InputError(``error``)."""
     try:
         T = float(temperature_K)
     except (TypeError, ValueError):
         T = float("nan")
     if not (math.isfinite(T) and T > 0):
-        raise InputError(
-            f"The {what} representation needs a temperature, but temperature_K = {temperature_K!r}; "
-            "pass temperature_K (K) or use representation='classical'."
-        )
+        raise InputError(error)
     return T
+
+
+def _require_temperature(temperature_K: Any, what: str) -> float:
+    return _positive_temperature(
+        temperature_K,
+        f"The {what} representation needs a temperature, but temperature_K = {temperature_K!r}; "
+        "pass temperature_K (K) or use representation='classical'.",
+    )
 
 
 def bose_einstein(frequency_cm1: Any, temperature_K: float) -> np.ndarray:
