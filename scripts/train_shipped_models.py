@@ -103,7 +103,7 @@ def main() -> None:
     for name, frames in sets.items():
         pred, true = _cv_within(sets, name, lambda tr: BondPolarizabilityModel(cutoffs=CUTOFFS).fit(tr, bond_types=_present_types(tr)))
         err = polarizability_errors(pred, true)
-        tests[name] = {k: round(float(v), 4) if isinstance(v, float) else v for k, v in err.items()}
+        tests[name] = _rounded(err)
         print(name, len(frames), tests[name])
     out = model.to_dict()
     out["provenance"] = {
