@@ -233,6 +233,38 @@ def test_distilled_calculator_matches_mace_calculator(distilled):
     np.testing.assert_allclose(res[0][2], res[1][2], atol=1e-6)
 
 
+def test_verlet_list_gives_the_forces_of_a_fresh_search(distilled):
+    """Along an MD run the Verlet list (skin 0.5 Å) gives the forces of a new neighbour search at every step,
+    rebuilds only when an atom has moved by more than half the skin, and rebuilds after a jump."""
+    from ase import units
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.verlet import VelocityVerlet
+
+    from ionraman.distill import MODEL_FILE, DistilledCalculator
+
+    d, _ = distilled
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 2))
+    MaxwellBoltzmannDistribution(atoms, temperature_K=1500, rng=np.random.default_rng(0))
+    verlet = DistilledCalculator(d / "ff" / MODEL_FILE, skin_A=0.5)
+    fresh = DistilledCalculator(d / "ff" / MODEL_FILE, skin_A=0.0)
+    atoms.calc = verlet
+    dyn = VelocityVerlet(atoms, timestep=5 * units.fs)
+    moved = []
+    start = atoms.positions.copy()
+    for _ in range(40):
+        dyn.run(1)
+        b = atoms.copy()
+        b.calc = fresh
+        np.testing.assert_allclose(atoms.get_forces(), b.get_forces(), rtol=0, atol=1e-5)
+        moved.append(np.linalg.norm(atoms.positions - start, axis=1).max())
+    assert max(moved) > 0.5  # the run went past one skin, so the list was rebuilt on the way …
+    assert 2 <= verlet.neighbour_builds < fresh.neighbour_builds == 40  # … but not at every step
+    before = verlet.neighbour_builds
+    atoms.positions[0] += atoms.cell[0]  # a jump by a lattice vector (as after wrapping)
+    atoms.get_forces()
+    assert verlet.neighbour_builds == before + 1
+
+
 def test_scripted_calculator_gives_the_eager_numbers(distilled):
     """The TorchScript-compiled model (the default) gives the eager model's energy, forces and stress to float32 round-off."""
     from ionraman.distill import MODEL_FILE, DistilledCalculator

@@ -502,8 +502,14 @@ class DistilledCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
-    def __init__(self, model_path: Path, dtype: str = "float32", device: str = "cpu", script: bool = True) -> None:
+    def __init__(self, model_path: Path, dtype: str = "float32", device: str = "cpu", script: bool = True,
+                 skin_A: float = 1.0) -> None:
         super().__init__()
+        if not (np.isfinite(skin_A) and skin_A >= 0):
+            raise InputError(f"DistilledCalculator: skin_A = {skin_A!r}; give the Verlet-list skin in Å as a number ≥ 0 (0: a new search every call).")
+        self.skin_A = float(skin_A)
+        self._nl: dict[str, Any] | None = None
+        self.neighbour_builds = 0
         import contextlib
         import io
 
@@ -560,14 +566,41 @@ class DistilledCalculator(Calculator):
             self._static = (numbers.copy(), static)
         return dict(self._static[1])
 
+    def _neighbours(self, a: Atoms, get_neighborhood: Callable[..., Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Edges within r_max: (edge_index (2, E), shifts (E, 3) Å, unit_shifts (E, 3), cell (3, 3) Å).
+
+        Verlet list: mace's ``get_neighborhood`` runs with r_max + skin only when an atom has
+        moved more than skin/2 since the last build (or the cell, atoms or pbc changed); in
+        between, the stored candidate pairs are filtered by their current distance. Every pair
+        within r_max is then among the candidates, so the edges are exactly those of a fresh
+        search (in another order: forces agree to float32 round-off).
+        """
+        pos = np.asarray(a.positions, dtype=float)
+        cell = np.array(a.cell.array, dtype=float)
+        pbc = tuple(bool(x) for x in a.pbc)
+        nl = self._nl
+        if (nl is None or nl["pos"].shape != pos.shape or nl["pbc"] != pbc or not np.array_equal(nl["cell"], cell)
+                or np.einsum("ij,ij->i", pos - nl["pos"], pos - nl["pos"]).max(initial=0.0) > (0.5 * self.skin_A) ** 2):
+            # (mace replaces the rows of non-periodic directions by a large box: that cell goes to the model)
+            edge_index, _, unit_shifts, model_cell = get_neighborhood(pos, cutoff=self.r_max + self.skin_A, pbc=pbc, cell=cell.copy())
+            nl = self._nl = {"pos": pos.copy(), "cell": cell, "pbc": pbc, "edge_index": edge_index, "unit_shifts": unit_shifts,
+                             "model_cell": model_cell}
+            self.neighbour_builds += 1
+        edge_index, unit_shifts, model_cell = nl["edge_index"], nl["unit_shifts"], nl["model_cell"]
+        shifts = unit_shifts @ model_cell
+        if self.skin_A > 0:  # (a fresh search at r_max needs no filtering)
+            d = pos[edge_index[1]] - pos[edge_index[0]] + shifts
+            keep = np.einsum("ij,ij->i", d, d) < self.r_max**2
+            edge_index, unit_shifts, shifts = edge_index[:, keep], unit_shifts[keep], shifts[keep]
+        return edge_index, shifts, unit_shifts, model_cell
+
     def calculate(self, atoms: Atoms | None = None, properties: Any = ("energy",), system_changes: Any = all_changes) -> None:
         import torch
         from mace.data.neighborhood import get_neighborhood
 
         super().calculate(atoms, properties, system_changes)
         a = self.atoms
-        edge_index, shifts, unit_shifts, cell = get_neighborhood(a.positions, cutoff=self.r_max, pbc=tuple(a.pbc),
-                                                                 cell=np.asarray(a.cell.array))
+        edge_index, shifts, unit_shifts, cell = self._neighbours(a, get_neighborhood)
         t = lambda x, dt=None: torch.as_tensor(np.asarray(x), dtype=dt or self.torch_dtype, device=self.device)  # noqa: E731
         data = self._static_inputs(a.numbers) | {
             "positions": t(a.positions), "cell": t(cell), "shifts": t(shifts), "unit_shifts": t(unit_shifts),
