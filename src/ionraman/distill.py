@@ -527,7 +527,7 @@ class DistilledCalculator(Calculator):
         self.r_max = float(model.r_max)
         self.z_table = [int(z) for z in model.atomic_numbers]
         # TorchScript (e3nn's jit.compile, what mace itself uses for its "_compiled" models):
-        # the eager forces to float32 round-off, ~5 % less Python overhead per call on a 126-atom cell
+        # the eager forces to float32 round-off, 5–14 % less time per call on a 126-atom cell
         # (docs/physics/distillation.md); the eager model is kept if scripting fails
         self.scripted = False
         if script:
