@@ -495,8 +495,8 @@ class DistilledCalculator(Calculator):
     mace-torch's own MACECalculator rebuilds a torch_geometric batch (configuration →
     AtomicData → DataLoader) on every call, which is ~40 % of a step for a one-layer
     model of 128 atoms on a CPU (measured: docs/physics/distillation.md). Here the
-    one-hot species and batch vectors are built once per composition and only the
-    neighbour list (mace's own ``get_neighborhood``) is redone per step. Energies eV,
+    one-hot species and batch vectors are built once per composition, and the neighbour
+    list is a Verlet list (``_neighbours``) over mace's own ``get_neighborhood``. Energies eV,
     forces eV/Å, stress eV/Å³ (ASE's sign convention, as MACECalculator).
     """
 
@@ -566,7 +566,7 @@ class DistilledCalculator(Calculator):
             self._static = (numbers.copy(), static)
         return dict(self._static[1])
 
-    def _neighbours(self, a: Atoms, get_neighborhood: Callable[..., Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _neighbours(self, a: Atoms) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Edges within r_max: (edge_index (2, E), shifts (E, 3) Å, unit_shifts (E, 3), cell (3, 3) Å).
 
         Verlet list: mace's ``get_neighborhood`` runs with r_max + skin only when an atom has
@@ -575,12 +575,17 @@ class DistilledCalculator(Calculator):
         within r_max is then among the candidates, so the edges are exactly those of a fresh
         search (in another order: forces agree to float32 round-off).
         """
+        from mace.data.neighborhood import get_neighborhood
+
         pos = np.asarray(a.positions, dtype=float)
         cell = np.array(a.cell.array, dtype=float)
         pbc = tuple(bool(x) for x in a.pbc)
         nl = self._nl
-        if (nl is None or nl["pos"].shape != pos.shape or nl["pbc"] != pbc or not np.array_equal(nl["cell"], cell)
-                or np.einsum("ij,ij->i", pos - nl["pos"], pos - nl["pos"]).max(initial=0.0) > (0.5 * self.skin_A) ** 2):
+        stale = nl is None or nl["pos"].shape != pos.shape or nl["pbc"] != pbc or not np.array_equal(nl["cell"], cell)
+        if not stale:
+            moved = pos - nl["pos"]
+            stale = np.einsum("ij,ij->i", moved, moved).max(initial=0.0) > (0.5 * self.skin_A) ** 2
+        if stale:
             # (mace replaces the rows of non-periodic directions by a large box: that cell goes to the model)
             edge_index, _, unit_shifts, model_cell = get_neighborhood(pos, cutoff=self.r_max + self.skin_A, pbc=pbc, cell=cell.copy())
             nl = self._nl = {"pos": pos.copy(), "cell": cell, "pbc": pbc, "edge_index": edge_index, "unit_shifts": unit_shifts,
@@ -596,11 +601,10 @@ class DistilledCalculator(Calculator):
 
     def calculate(self, atoms: Atoms | None = None, properties: Any = ("energy",), system_changes: Any = all_changes) -> None:
         import torch
-        from mace.data.neighborhood import get_neighborhood
 
         super().calculate(atoms, properties, system_changes)
         a = self.atoms
-        edge_index, shifts, unit_shifts, cell = self._neighbours(a, get_neighborhood)
+        edge_index, shifts, unit_shifts, cell = self._neighbours(a)
         t = lambda x, dt=None: torch.as_tensor(np.asarray(x), dtype=dt or self.torch_dtype, device=self.device)  # noqa: E731
         data = self._static_inputs(a.numbers) | {
             "positions": t(a.positions), "cell": t(cell), "shifts": t(shifts), "unit_shifts": t(unit_shifts),
