@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ionraman.cli import app
+from ionraman.polarizability.model import CV_DESCRIPTOR_GRID
 
 runner = CliRunner()
 
@@ -226,5 +227,6 @@ def test_train_json_and_parity_plot(tmp_path, shared_data):
     d = json.loads(r.output[r.output.index("{"):])
     assert d["n_train"] == 24 and d["n_test"] == 6
     assert [c["n_train"] for c in d["learning_curve"]] == [6, 12, 24]
+    assert d["descriptor"]["cutoff_A"] in {g["cutoff_A"] for g in CV_DESCRIPTOR_GRID}  # chosen by CV
     assert 0 < d["test"]["rel_rmse_iso"] < 1 and np.isfinite(d["test"]["rmse_aniso_A3"])
     assert (tmp_path / "parity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

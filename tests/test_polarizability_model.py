@@ -19,6 +19,7 @@ from ionraman.polarizability.descriptors import (
     spherical_l2_to_cartesian,
 )
 from ionraman.polarizability.model import (
+    CV_DESCRIPTOR_GRID,
     FORMAT_VERSION,
     PolarizabilityModel,
     learning_curve,
@@ -101,6 +102,29 @@ class SymmetryForbiddenOffset:
 
 
 # ----------------------------------------------------------------- conventions
+
+
+@pytest.mark.parametrize("r_A", [1.2, 2.6, 3.9])
+def test_radial_scaling_weights_a_neighbour_by_willatt_factor(r_A):
+    """Willatt et al. (2018): a neighbour at r enters the density with weight 1 / (1 + (r/r0)^m)."""
+    import featomic
+
+    r0, m = 2.5, 7.0
+    plain = SoapSettings(cutoff_A=5.0, max_radial=2, max_angular=2)
+    scaled = SoapSettings(cutoff_A=5.0, max_radial=2, max_angular=2, radial_scaling=[r0, m])
+    assert scaled.radial_scaling == (r0, m) and scaled.to_dict()["radial_scaling"] == [r0, m]
+    assert "radial_scaling" not in plain.to_dict()  # ids of models saved before the option are unchanged
+    dimer = Atoms("HO", positions=[[0, 0, 0], [0.3, -0.5, r_A]])
+    r = np.linalg.norm(dimer.positions[1])
+    blocks = [featomic.SphericalExpansion(**st.hypers()).compute(dimer).block(o3_lambda=2, center_type=1, neighbor_type=8)
+              for st in (plain, scaled)]
+    np.testing.assert_allclose(blocks[1].values[0], blocks[0].values[0] / (1 + (r / r0) ** m), rtol=1e-9, atol=1e-14)
+
+
+def test_radial_scaling_rejects_bad_values():
+    with pytest.raises(InputError, match="radial_scaling"):
+        SoapSettings(radial_scaling=(2.5, -1))
+
 
 
 def test_spherical_convention_matches_featomic():
@@ -217,10 +241,28 @@ def test_sio2_labels_carry_symmetry_forbidden_offset(sio2, features, offset_mode
     assert s["rel_rmse_iso"] < 0.06
 
 
-@pytest.mark.xfail(strict=True, reason="issue bar (iso ≤ 5 %, aniso ≤ 15 %) not reached: iso 5.2 %, aniso 22.5 % even after removing the label offset")
-def test_sio2_issue_acceptance_bar(offset_model, sio2, split, features):
+@pytest.fixture(scope="module")
+def cv_grid_offset_model(sio2, split):
+    """What `ionraman train` does: the descriptor chosen by 5-fold CV from CV_DESCRIPTOR_GRID (label offset removed)."""
+    tr, _ = split
+    m = PolarizabilityModel(descriptor_grid=list(CV_DESCRIPTOR_GRID), baseline=SymmetryForbiddenOffset(), fit_baseline=True)
+    return m.fit([sio2[i] for i in tr])
+
+
+def test_sio2_cv_chosen_descriptor_meets_the_iso_bar(cv_grid_offset_model, sio2, split):
+    """CV picks a 6 Å expansion with Willatt radial scaling; iso reaches the issue's 5 % (measured 4.3 %)."""
     _, te = split
-    s = offset_model.score([sio2[i] for i in te], features=features[te])
+    m = cv_grid_offset_model
+    assert m.settings_.cutoff_A == 6.0 and m.settings_.radial_scaling is not None
+    s = m.score([sio2[i] for i in te])
+    assert s["rel_rmse_iso"] <= 0.05
+    assert s["rel_rmse_aniso"] < 0.215  # measured 0.2065 (0.225 with the plain 4 Å expansion)
+
+
+@pytest.mark.xfail(strict=True, reason="issue bar aniso ≤ 15 % not reached: 20.7 % with the CV-chosen descriptor even after removing the label offset (iso 4.3 % meets its bar)")
+def test_sio2_issue_acceptance_bar(cv_grid_offset_model, sio2, split):
+    _, te = split
+    s = cv_grid_offset_model.score([sio2[i] for i in te])
     assert s["rel_rmse_iso"] <= 0.05 and s["rel_rmse_aniso"] <= 0.15
 
 
@@ -250,6 +292,14 @@ def test_error_definitions():
 
 
 # ----------------------------------------------------------------- persistence and errors
+
+
+def test_save_load_round_trip_with_radial_scaling(sio2, tmp_path):
+    m = PolarizabilityModel(cutoff_A=5.0, radial_scaling=(3.5, 5.0), cv_folds=3).fit(sio2[:12])
+    back = PolarizabilityModel.load(m.save(tmp_path / "scaled.npz"))
+    assert back.settings_.radial_scaling == (3.5, 5.0) and back.radial_scaling == [3.5, 5.0]
+    np.testing.assert_array_equal(back.predict(sio2[12:14]), m.predict(sio2[12:14]))
+    assert back.model_id == m.model_id
 
 
 def test_save_load_round_trip(small_model, sio2, tmp_path):

@@ -565,7 +565,7 @@ def train(
     baseline: Annotated[str, typer.Option("--baseline", help="Δ-learning baseline: none or bond (fitted on the training set).")] = "none",
     test_fraction: Annotated[float, typer.Option("--test-fraction", help="Held-out fraction for the reported errors.")] = 0.2,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the train/test split.")] = 0,
-    cutoff: Annotated[float | None, typer.Option("--cutoff", help="λ-SOAP cutoff radius, Å.")] = None,
+    cutoff: Annotated[float | None, typer.Option("--cutoff", help="λ-SOAP cutoff radius, Å (default: chosen by CV among 4 Å and 5–6 Å with radial scaling).")] = None,
     parity: Annotated[Path | None, typer.Option("--parity", help="Parity plot PNG.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Errors and learning curve as JSON.")] = False,
 ) -> None:
@@ -573,7 +573,7 @@ def train(
     import numpy as np
 
     from .polarizability.dataset import read_labelled
-    from .polarizability.model import PolarizabilityModel, learning_curve
+    from .polarizability.model import CV_DESCRIPTOR_GRID, PolarizabilityModel, learning_curve
 
     frames = [a for p in data for a in read_labelled(p)]
     if not 0 < test_fraction < 1:
@@ -595,18 +595,20 @@ def train(
         base = BondPolarizabilityModel().fit(train_set, bond_types=[f"{a}-{b}" for a, b in types])
     elif baseline != "none":
         raise InputError(f"--baseline '{baseline}' is unknown; use none or bond.")
-    kw = {"cutoff_A": cutoff} if cutoff else {}
+    kw = {"cutoff_A": cutoff} if cutoff else {"descriptor_grid": list(CV_DESCRIPTOR_GRID)}
     model = PolarizabilityModel(baseline=base, **kw).fit(train_set)
     model.save(output)
     score = model.score(test)
     sizes = sorted({max(2, int(f * len(train_set))) for f in (0.25, 0.5, 1.0)})
-    curve = learning_curve(train_set, test, sizes, model=model) if len(train_set) >= 8 else []
+    # the learning curve keeps the descriptor CV chose on the full training set
+    template = PolarizabilityModel(baseline=base, **model.settings_.to_dict())
+    curve = learning_curve(train_set, test, sizes, model=template) if len(train_set) >= 8 else []
     if parity is not None:
         from .polarizability.model import plot_parity
 
         plot_parity(model, test, parity)
     d = {"n_train": len(train_set), "n_test": len(test), "test": score, "learning_curve": curve, "output": str(output),
-         "baseline": baseline}
+         "baseline": baseline, "descriptor": model.settings_.to_dict()}
     if as_json:
         _print_json(d)
         return

@@ -92,7 +92,10 @@ class SoapSettings:
     """Hyperparameters of the featomic spherical expansion (lengths in Å).
 
     ``max_radial`` is featomic's largest radial index (``max_radial + 1`` GTO
-    functions); ``max_angular`` the largest l of the expansion.
+    functions); ``max_angular`` the largest l of the expansion. ``radial_scaling``, when
+    given as ``(r0_A, m)``, weights each neighbour's Gaussian by u(r) = 1 / (1 + (r/r0)^m)
+    (Willatt, Musil & Ceriotti, PCCP 20, 29661 (2018); featomic's ``Willatt2018`` with
+    rate 1), so that distant neighbours count less and a larger cutoff can be used.
     """
 
     cutoff_A: float = 4.0
@@ -100,8 +103,17 @@ class SoapSettings:
     max_angular: int = 3
     atomic_gaussian_width: float = 0.3
     cutoff_smoothing_A: float = 0.5
+    radial_scaling: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
+        if self.radial_scaling is not None:
+            rs = tuple(float(v) for v in self.radial_scaling)  # saved models store a JSON list
+            if len(rs) != 2 or rs[0] <= 0 or rs[1] <= 0:
+                raise InputError(
+                    f"SoapSettings radial_scaling={self.radial_scaling!r} is invalid; give (r0_A, exponent) "
+                    "with both positive, e.g. (2.5, 7), or None for no scaling."
+                )
+            object.__setattr__(self, "radial_scaling", rs)
         checks = (
             ("cutoff_A", self.cutoff_A > 0),
             ("max_radial", int(self.max_radial) == self.max_radial and self.max_radial >= 0),
@@ -119,12 +131,16 @@ class SoapSettings:
 
     def hypers(self) -> dict:
         """featomic ``SphericalExpansion`` / ``SoapPowerSpectrum`` keyword arguments."""
+        density: dict = {"type": "Gaussian", "width": float(self.atomic_gaussian_width)}
+        if self.radial_scaling is not None:
+            r0, m = self.radial_scaling
+            density["scaling"] = {"type": "Willatt2018", "rate": 1.0, "scale": r0, "exponent": m}
         return {
             "cutoff": {
                 "radius": float(self.cutoff_A),
                 "smoothing": {"type": "ShiftedCosine", "width": float(self.cutoff_smoothing_A)},
             },
-            "density": {"type": "Gaussian", "width": float(self.atomic_gaussian_width)},
+            "density": density,
             "basis": {
                 "type": "TensorProduct",
                 "max_angular": int(self.max_angular),
@@ -133,7 +149,12 @@ class SoapSettings:
         }
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["radial_scaling"] is None:
+            del d["radial_scaling"]  # keeps the ids of models saved before the option existed
+        else:
+            d["radial_scaling"] = list(d["radial_scaling"])
+        return d
 
 
 @dataclass
