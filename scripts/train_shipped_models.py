@@ -75,7 +75,8 @@ MIN_FAMILY_LABELS = 20
 # descriptor settings tried by CV (cutoff: the first shell alone vs the first two shells; session 11:
 # and 5–6 Å with the Willatt radial scaling 1/(1 + (r/r0)^m), which CV picks for Na3SbS4, AgI, NaCl
 # and which lowered their held-out errors, docs/physics/polarizability-model.md)
-DESCRIPTOR_GRID = [{"cutoff_A": 4.0}, {"cutoff_A": 5.0}, {"cutoff_A": 6.0, "max_radial": 6}] + [
+DESCRIPTOR_GRID = [{"cutoff_A": 4.0, "radial_scaling": None}, {"cutoff_A": 5.0, "radial_scaling": None},
+                   {"cutoff_A": 6.0, "max_radial": 6, "radial_scaling": None}] + [
     {"cutoff_A": rc, "radial_scaling": (r0, m)} for rc in (5.0, 6.0) for r0, m in ((2.5, 7.0), (3.5, 5.0))]
 
 

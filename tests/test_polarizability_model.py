@@ -121,9 +121,16 @@ def test_radial_scaling_weights_a_neighbour_by_willatt_factor(r_A):
     np.testing.assert_allclose(blocks[1].values[0], blocks[0].values[0] / (1 + (r / r0) ** m), rtol=1e-9, atol=1e-14)
 
 
-def test_radial_scaling_rejects_bad_values():
+@pytest.mark.parametrize("bad", [(2.5, -1), (float("nan"), 5), 3.5, "2.5,7", (1.0, 2.0, 3.0)])
+def test_radial_scaling_rejects_bad_values(bad):
     with pytest.raises(InputError, match="radial_scaling"):
-        SoapSettings(radial_scaling=(2.5, -1))
+        SoapSettings(radial_scaling=bad)
+
+
+def test_plain_grid_entry_stays_plain_under_a_scaled_model():
+    m = PolarizabilityModel(radial_scaling=(2.5, 7.0))
+    assert m._settings(CV_DESCRIPTOR_GRID[0]).radial_scaling is None
+    assert m._settings({"cutoff_A": 5.0}).radial_scaling == (2.5, 7.0)
 
 
 

@@ -607,13 +607,15 @@ def train(
         from .polarizability.model import plot_parity
 
         plot_parity(model, test, parity)
+    chosen = {**model.settings_.to_dict(), "radial_scaling": model.settings_.radial_scaling}
     d = {"n_train": len(train_set), "n_test": len(test), "test": score, "learning_curve": curve, "output": str(output),
-         "baseline": baseline, "descriptor": model.settings_.to_dict()}
+         "baseline": baseline, "descriptor": chosen}
     if as_json:
         _print_json(d)
         return
     typer.echo(f"trained on {len(train_set)} frames, tested on {len(test)}: iso rel. RMSE {score['iso_rel_rmse']:.3f}, "
-               f"aniso rel. RMSE {score['aniso_rel_rmse']:.3f}; wrote {output}")
+               f"aniso rel. RMSE {score['aniso_rel_rmse']:.3f}; descriptor cutoff {chosen['cutoff_A']:g} Å, radial scaling "
+               f"{chosen['radial_scaling'] or 'none'}; wrote {output}")
 
 
 @app.command()

@@ -107,8 +107,11 @@ class SoapSettings:
 
     def __post_init__(self) -> None:
         if self.radial_scaling is not None:
-            rs = tuple(float(v) for v in self.radial_scaling)  # saved models store a JSON list
-            if len(rs) != 2 or rs[0] <= 0 or rs[1] <= 0:
+            try:
+                rs = tuple(float(v) for v in self.radial_scaling)  # saved models store a JSON list
+            except (TypeError, ValueError):
+                rs = ()
+            if len(rs) != 2 or not all(np.isfinite(v) and v > 0 for v in rs):
                 raise InputError(
                     f"SoapSettings radial_scaling={self.radial_scaling!r} is invalid; give (r0_A, exponent) "
                     "with both positive, e.g. (2.5, 7), or None for no scaling."

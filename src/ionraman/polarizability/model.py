@@ -73,7 +73,7 @@ DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-8, 4, 25))
 #: the SiO2 split CV picks a scaled 6 Å setting, iso 5.2 → 4.3–4.8 %, and on the shipped
 #: Na3SbS4/AgI/NaCl families the scaled settings lower both held-out errors.
 CV_DESCRIPTOR_GRID: tuple[dict, ...] = (
-    {"cutoff_A": 4.0},
+    {"cutoff_A": 4.0, "radial_scaling": None},
     {"cutoff_A": 5.0, "radial_scaling": (3.5, 5.0)},
     {"cutoff_A": 6.0, "radial_scaling": (2.5, 7.0)},
     {"cutoff_A": 6.0, "radial_scaling": (3.5, 5.0)},
@@ -241,10 +241,12 @@ class PolarizabilityModel:
         return self
 
     def __repr__(self) -> str:
-        state = f"fitted, species={self.species_}, id={self.model_id}" if self._fitted else "unfitted"
+        if self._fitted:  # the descriptor actually used (CV may have chosen it from descriptor_grid)
+            return f"PolarizabilityModel({self.settings_}; fitted, species={self.species_}, id={self.model_id})"
         return (
             f"PolarizabilityModel(cutoff_A={self.cutoff_A}, max_radial={self.max_radial}, "
-            f"max_angular={self.max_angular}, atomic_gaussian_width={self.atomic_gaussian_width}; {state})"
+            f"max_angular={self.max_angular}, atomic_gaussian_width={self.atomic_gaussian_width}, "
+            f"radial_scaling={self.radial_scaling}; unfitted)"
         )
 
     # ------------------------------------------------------------ descriptor
