@@ -304,13 +304,20 @@ def train_family(name: str, spec: dict, sets: dict) -> dict:
 
 
 def _cv_within(sets: dict, name: str, fit) -> tuple[np.ndarray, np.ndarray]:
-    """4-fold CV within dataset ``name``, every other dataset always in training: (predicted, true) tensors, Å³."""
+    """4-fold CV within dataset ``name``, every other dataset always in training: (predicted, true) tensors, Å³.
+
+    ``fit(indices)`` fits a model on those positions of the concatenated datasets (in ``sets`` order)."""
+    start = 0
+    for n, fr in sets.items():
+        if n == name:
+            break
+        start += len(fr)
+    n_all = sum(len(fr) for fr in sets.values())
     frames = sets[name]
-    others = [a for n, fr in sets.items() if n != name for a in fr]
     pred, true = [], []
     for f in np.array_split(np.arange(len(frames)), min(4, len(frames))):
-        held = set(f.tolist())
-        m = fit(others + [a for i, a in enumerate(frames) if i not in held])
+        held = start + f
+        m = fit(np.setdiff1d(np.arange(n_all), held))
         pred.append(m.predict([frames[i] for i in f]))
         true.append(np.array([get_alpha(frames[i]) for i in f]))
     return np.concatenate(pred), np.concatenate(true)
@@ -319,15 +326,25 @@ def _cv_within(sets: dict, name: str, fit) -> tuple[np.ndarray, np.ndarray]:
 def train_general(sets: dict, candidates: list[str], tested: list[str], settings: dict) -> dict:
     """The λ-SOAP model on every shipped label, for built-ins without a family model; its test is
     4-fold CV within each dataset in ``tested`` (those no family model covers)."""
+    from ionraman.polarizability.descriptors import LambdaSoap, SoapSettings, species_of
     from ionraman.polarizability.model import PolarizabilityModel
+
+    all_frames = [a for fr in sets.values() for a in fr]
+    # features once for every frame (the CV fits below reuse slices; featurizing each fold anew took most
+    # of the script's time)
+    feats = LambdaSoap(species_of(all_frames), SoapSettings()).compute(all_frames)
+
+    def fit(idx: np.ndarray) -> PolarizabilityModel:
+        tr = [all_frames[i] for i in idx]
+        same_species = species_of(tr) == feats.species
+        return PolarizabilityModel(cv_folds=3).fit(tr, features=feats[idx] if same_species else None)
 
     ttests = {}
     for name in tested:
-        pred, true = _cv_within(sets, name, lambda tr: PolarizabilityModel(cv_folds=3).fit(tr))
+        pred, true = _cv_within(sets, name, fit)
         ttests[name] = _rounded(polarizability_errors(pred, true))
         print("general", name, ttests[name], flush=True)
-    all_frames = [a for fr in sets.values() for a in fr]
-    PolarizabilityModel(cv_folds=3).fit(all_frames).save(DATA / "models" / "lsoap_cp2k.npz")
+    fit(np.arange(len(all_frames))).save(DATA / "models" / "lsoap_cp2k.npz")
     med = {k: round(float(np.median([t[k] for t in ttests.values()])), 4) for k in ("rel_rmse_iso", "rel_rmse_aniso")}
     return {
         "name": "lsoap-cp2k",
