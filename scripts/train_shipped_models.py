@@ -105,7 +105,7 @@ def main() -> None:
     # held-out errors: 4-fold CV within each material, other materials always in training
     tests = {}
     for name, frames in sets.items():
-        pred, true = _cv_within(sets, name, lambda tr: BondPolarizabilityModel(cutoffs=CUTOFFS).fit(tr, bond_types=_present_types(tr)))
+        pred, true = _cv_within(sets, name, _fit_bond_on(all_frames))
         err = polarizability_errors(pred, true)
         tests[name] = _rounded(err)
         print(name, len(frames), tests[name])
@@ -301,6 +301,14 @@ def train_family(name: str, spec: dict, sets: dict) -> dict:
         "bond_model_test": {"iso_rel_rmse": bond_err["rel_rmse_iso"], "aniso_rel_rmse": bond_err["rel_rmse_aniso"],
                             "method": "bond-polarizability model least-squares fitted on the same training frames"},
     }
+
+
+def _fit_bond_on(all_frames: list):
+    """``fit(indices)`` for :func:`_cv_within`: the bond model fitted on those frames."""
+    def fit(idx: np.ndarray) -> BondPolarizabilityModel:
+        tr = [all_frames[i] for i in idx]
+        return BondPolarizabilityModel(cutoffs=CUTOFFS).fit(tr, bond_types=_present_types(tr))
+    return fit
 
 
 def _cv_within(sets: dict, name: str, fit) -> tuple[np.ndarray, np.ndarray]:
