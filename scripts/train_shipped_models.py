@@ -338,8 +338,8 @@ def train_general(sets: dict, candidates: list[str], tested: list[str], settings
     from ionraman.polarizability.model import PolarizabilityModel
 
     all_frames = [a for fr in sets.values() for a in fr]
-    # features once for every frame (the CV fits below reuse slices; featurizing each fold anew took most
-    # of the script's time)
+    # features once for every frame: the CV fits below reuse slices instead of featurizing every fold
+    # again (the ridge fits themselves still dominate this step's time)
     feats = LambdaSoap(species_of(all_frames), SoapSettings()).compute(all_frames)
 
     def fit(idx: np.ndarray) -> PolarizabilityModel:
