@@ -60,8 +60,12 @@ __all__ = [
     "read_alpha_sidecar",
 ]
 
-#: version of the saved-model file layout; :meth:`PolarizabilityModel.load` refuses others
-FORMAT_VERSION = 1
+#: version of the saved-model file layout; :meth:`PolarizabilityModel.load` refuses others.
+#: 2 added the radial scaling of the descriptor; a model without one is still written as
+#: version 1, so ionraman releases that read only version 1 keep reading it, and refuse a
+#: version-2 file with their version message instead of failing on the unknown field
+FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 _FORMAT_NAME = "ionraman.PolarizabilityModel"
 _SIDECAR_FORMAT = "ionraman.alpha_sidecar"
 
@@ -492,7 +496,7 @@ class PolarizabilityModel:
     def _header(self) -> dict:
         return {
             "format": _FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
+            "format_version": FORMAT_VERSION if self._uses_radial_scaling() else 1,
             "ionraman_version": _version(),
             "featomic_version": _featomic_version(),
             "hyperparameters": {
@@ -519,6 +523,11 @@ class PolarizabilityModel:
             "units": "Å³ (α/4πε₀)",
             "spherical_convention": "featomic real Y_2^mu, mu=-2..2 <-> (xy, yz, 2zz-xx-yy, xz, xx-yy)/norm",
         }
+
+    def _uses_radial_scaling(self) -> bool:
+        grid = self.descriptor_grid or ()
+        return (self.radial_scaling is not None or self.settings_.radial_scaling is not None
+                or any(g.get("radial_scaling") is not None for g in grid))
 
     def _arrays(self) -> dict[str, np.ndarray]:
         return {
@@ -580,10 +589,10 @@ class PolarizabilityModel:
         if header.get("format") != _FORMAT_NAME:
             raise InputError(f"{p}: header format is {header.get('format')!r}, not {_FORMAT_NAME!r}; give a file written by PolarizabilityModel.save().")
         version = header.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in _READABLE_VERSIONS:
             raise InputError(
-                f"{p}: format_version {version!r} is not supported by ionraman {_version()} (it reads version "
-                f"{FORMAT_VERSION}); refit the model with this version or use the ionraman release that wrote it."
+                f"{p}: format_version {version!r} is not supported by ionraman {_version()} (it reads versions "
+                f"{', '.join(map(str, _READABLE_VERSIONS))}); refit the model with this version or use the ionraman release that wrote it."
             )
         missing = {"scale0", "scale2", "w0", "b0", "w2"} - set(arrays)
         if missing:
