@@ -67,6 +67,7 @@ def main() -> None:
     ap.add_argument("--max-L", type=int, default=DistillConfig.max_L, help="MACE message symmetry order")
     ap.add_argument("--correlation", type=int, default=DistillConfig.correlation, help="MACE body order minus one")
     ap.add_argument("--channels", type=int, default=DistillConfig.num_channels)
+    ap.add_argument("--max-ell", type=int, default=DistillConfig.max_ell, help="largest degree of the edge spherical harmonics")
     ap.add_argument("--nonlinear-readout", action=argparse.BooleanOptionalAction, default=DistillConfig.nonlinear_readout,
                     help="an MLP readout for the one-layer model (mace-torch's is linear)")
     ap.add_argument("--readout", type=int, default=DistillConfig.readout_mlp, help="hidden width of the readout MLP")
@@ -89,7 +90,7 @@ def main() -> None:
     cfg = DistillConfig(teacher=teacher.name, epochs=args.epochs, md_time_ps=args.distill_md_time, frame_every_fs=30.0,
                         temperatures_K=tuple(float(t) for t in args.distill_temperatures.split(",")),
                         large_min_atoms=args.large_cell or None, large_md_time_ps=args.large_md_time,
-                        max_L=args.max_L, correlation=args.correlation, num_channels=args.channels, r_max_A=args.r_max,
+                        max_L=args.max_L, max_ell=args.max_ell, correlation=args.correlation, num_channels=args.channels, r_max_A=args.r_max,
                         nonlinear_readout=args.nonlinear_readout, readout_mlp=args.readout,
                         train_dtype=args.train_dtype)
     log(f"distilling {teacher.name} (cached in {work / 'ff'})")

@@ -61,8 +61,24 @@ def test_each_family_model_lists_its_dataset_test_errors_learning_curve_and_bond
         assert 0 < t["iso_rel_rmse"] < 5 and 0 < t["aniso_rel_rmse"] < 5
         lc = e["learning_curve"]
         assert [p["n_train"] for p in lc] == sorted(p["n_train"] for p in lc) and lc[-1]["n_train"] == t["n_train"]
-        assert e["bond_model_test"]["iso_rel_rmse"] > 0
+        # the tensor model beats the physical baseline fitted on the same frames (docs/models.md)
+        b = e["bond_model_test"]
+        assert t["iso_rel_rmse"] < b["iso_rel_rmse"] and t["aniso_rel_rmse"] < b["aniso_rel_rmse"], e["name"]
         assert (DATA / "models" / e["file"]).exists()
+
+
+# issue #8: at least 50 CP2K labels of ML-MD snapshots behind each demo candidate's model (the
+# W-doped candidate's come from the cubic one-W cell, docs/models.md)
+MD_DATASETS = ("AgI-alpha", "Na3SbS4-cubic", "Na3SbS4-cubic-W0.5", "Na3PS4-tetragonal", "NaCl")
+
+
+@pytest.mark.parametrize("name", MD_DATASETS)
+def test_each_demo_candidate_has_fifty_ml_md_labels_from_several_temperatures(name):
+    md = [a for a in read_labelled(DATA / "datasets" / f"{name}.xyz") if "ML-MD" in str(a.info.get("snapshot_method", ""))]
+    assert len(md) >= 50
+    assert len({a.info["label_hash"] for a in md}) == len(md)  # no frame labelled twice
+    temps = {float(a.info["temperature_K"]) for a in md}
+    assert len(temps) >= 2 and min(temps) >= 300.0
 
 
 @pytest.mark.parametrize("candidate", DEMO)

@@ -126,6 +126,8 @@ class DistillConfig:
         for name, v in (("--dtype", self.dtype), ("--train-dtype", self.train_dtype or self.dtype)):
             if v not in ("float32", "float64"):
                 raise InputError(f"{name} {v}: give float32 or float64.")
+        if self.max_ell < 1:
+            raise InputError(f"--max-ell {self.max_ell}: the edge spherical harmonics need degree ≥ 1 to carry angles; give 1 or 2.")
         if self.readout_mlp < 1:
             raise InputError(f"--readout {self.readout_mlp}: give the positive width of the readout MLP, e.g. 16.")
         if self.epochs < 1 or self.batch_size < 1:
