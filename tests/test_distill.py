@@ -145,6 +145,10 @@ def test_bad_settings_are_refused_in_one_sentence(tmp_path):
         distill(["x"], tmp_path / "b", DistillConfig(strains=(0.2,)), progress=False)
     with pytest.raises(InputError, match="--train-dtype"):
         distill(["x"], tmp_path / "c", DistillConfig(train_dtype="float16"), progress=False)
+    with pytest.raises(InputError, match="--max-ell 0"):
+        distill(["x"], tmp_path / "d", DistillConfig(max_ell=0), progress=False)
+    args = DistillConfig(max_ell=1).mace_args()  # the cheaper edge basis reaches mace's trainer
+    assert args[args.index("--max_ell") + 1] == "1"
 
 
 def test_a_campaign_distils_once_per_candidate_with_one_setting(tmp_path):
