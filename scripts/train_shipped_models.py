@@ -223,27 +223,38 @@ def _settings_of(frames: list, what: str) -> dict:
 def split_test(frames: list, fraction: float, seed: int) -> tuple[list, list]:
     """Held-out split (fixed seed), stratified by MD temperature: (train, test).
 
-    The same fraction of each temperature's frames (and of the rattled frames, which carry
-    none) is held out, so the test set spans the temperatures as the labels do. A purely
-    random split of α-AgI's 50 ML-MD labels put 4 of its 7 900-K frames into a 10-frame test
-    set, leaving 3 to learn the hot, strongly anisotropic regime from (docs/models.md). At
-    least 2 test frames; none from a set of fewer than 5 (its few frames are needed in
-    training, or the model would not know its elements).
+    round(fraction × n) frames are held out, shared among the temperatures (the rattled
+    frames, which carry none, are one more group) in proportion to their sizes by largest
+    remainder, and drawn at random within each; so the test set spans the temperatures as the
+    labels do. A purely random split of α-AgI's 50 ML-MD labels put 4 of its 7 900-K frames
+    into a 10-frame test set, leaving 3 to learn the hot, strongly anisotropic regime from
+    (docs/models.md). At least 2 test frames, never every frame of a group; none from a set
+    of fewer than 5 (its few frames are needed in training, or the model would not know its
+    elements).
     """
     if len(frames) < 5:
         return list(frames), []
     rng = np.random.default_rng(seed)
-    strata: dict[str, list[int]] = {}
+    groups: dict[str, list[int]] = {}
     for i, a in enumerate(frames):
-        strata.setdefault(str(a.info.get("temperature_K")), []).append(i)
+        t = a.info.get("temperature_K")
+        groups.setdefault("rattled" if t is None else f"{float(t):.1f}", []).append(i)
+    keys = sorted(groups)
+    n_test = max(2, int(round(fraction * len(frames))))
+    quota = {k: fraction * len(groups[k]) for k in keys}
+    share = {k: int(np.floor(quota[k])) for k in keys}
+    for k in sorted(keys, key=lambda k: (-(quota[k] - share[k]), k))[: max(0, n_test - sum(share.values()))]:
+        share[k] += 1
     test: set[int] = set()
-    for key in sorted(strata):
-        members = rng.permutation(strata[key])
-        test |= set(members[: int(round(fraction * len(members)))].tolist())
-    for i in rng.permutation(len(frames)).tolist():  # small strata round to 0: top up to 2
+    for k in keys:
+        members = rng.permutation(groups[k])
+        test |= set(members[: min(share[k], len(members) - 1)].tolist())  # keep one of each group for training
+    for i in rng.permutation(len(frames)).tolist():  # groups too small to give their share: top up to 2
         if len(test) >= 2:
             break
-        test.add(i)
+        g = next(m for m in groups.values() if i in m)
+        if i not in test and sum(j not in test for j in g) > 1:
+            test.add(i)
     return [a for i, a in enumerate(frames) if i not in test], [a for i, a in enumerate(frames) if i in test]
 
 

@@ -147,8 +147,6 @@ def test_bad_settings_are_refused_in_one_sentence(tmp_path):
         distill(["x"], tmp_path / "c", DistillConfig(train_dtype="float16"), progress=False)
     with pytest.raises(InputError, match="--max-ell 0"):
         distill(["x"], tmp_path / "d", DistillConfig(max_ell=0), progress=False)
-    args = DistillConfig(max_ell=1).mace_args()  # the cheaper edge basis reaches mace's trainer
-    assert args[args.index("--max_ell") + 1] == "1"
 
 
 def test_a_campaign_distils_once_per_candidate_with_one_setting(tmp_path):
@@ -195,14 +193,17 @@ def test_cli_distill_json(tmp_path):
     r = CliRunner().invoke(app, ["distill", str(tmp_path / "cu.extxyz"), "-o", str(tmp_path / "ff"),
                                  "--teacher", "python:ase.calculators.emt:EMT", "--temperatures", "300,600",
                                  "--md-time", "0.1", "--frame-every", "10", "--strains", "", "--no-vacancy",
-                                 "--epochs", "1", "--channels", "8", "--r-max", "4", "--json"])
+                                 "--epochs", "1", "--channels", "8", "--r-max", "4", "--max-ell", "1", "--json"])
     assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "ff" / "settings.json").read_text())["config"]["max_ell"] == 1
     d = json.loads(r.stdout[r.stdout.index("{"):])
     assert d["n_train"] + d["n_valid"] == 2 * 10
     assert d["domain"]["temperatures_K"] == [300.0, 600.0]
     assert d["errors"]["force_rmse_meV_A"] > 0
     bad = CliRunner().invoke(app, ["distill", "x", "-o", str(tmp_path / "b"), "--temperatures", "-5"])
     assert bad.exit_code == 2 and "positive temperatures" in bad.output
+    bad = CliRunner().invoke(app, ["distill", "x", "-o", str(tmp_path / "c"), "--max-ell", "0"])
+    assert bad.exit_code == 2 and "--max-ell 0" in bad.output
 
 
 def test_auto_task_keys_follow_the_shipped_model(monkeypatch):

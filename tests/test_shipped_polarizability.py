@@ -99,3 +99,33 @@ def test_a_candidate_without_a_shipped_model_falls_back_to_the_bond_model_with_a
     with pytest.warns(UserWarning, match="no shipped polarizability model"):
         _, info = resolve_model("auto", "my-own-Na3SbS4", atoms)
     assert info["kind"] == "bond-model"
+
+
+def _train_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_shipped_models", DATA.parents[2] / "scripts" / "train_shipped_models.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_held_out_split_is_stratified_by_temperature_and_reproducible():
+    from ase import Atoms
+
+    split_test = _train_script().split_test
+    temps = [300.0] * 20 + [600] * 23 + [900.0] * 7 + [None] * 6  # 600 as int: same group as 600.0
+    frames = [Atoms("H", info={} if t is None else {"temperature_K": t}) for t in temps]
+    for k, a in enumerate(frames):
+        a.info["k"] = k
+    train, test = split_test(frames, 0.2, seed=9)
+    assert len(test) == round(0.2 * len(frames)) and len(train) + len(test) == len(frames)
+    per = {t: sum(a.info.get("temperature_K") == t for a in test) for t in (300.0, 600.0, 900.0, None)}
+    # largest-remainder shares of 11.2 test frames: 4.0, 4.6, 1.4, 1.2 -> 4, 5, 1, 1
+    assert per == {300.0: 4, 600.0: 5, 900.0: 1, None: 1}
+    assert [a.info["k"] for a in split_test(frames, 0.2, seed=9)[1]] == [a.info["k"] for a in test]
+    # a temperature with a single frame keeps it for training; at least 2 test frames
+    few = [Atoms("H", info={"temperature_K": t}) for t in (300.0, 300.0, 300.0, 600.0, 900.0)]
+    train, test = split_test(few, 0.2, seed=1)
+    assert len(test) == 2 and {a.info["temperature_K"] for a in train} == {300.0, 600.0, 900.0}
+    assert split_test(few[:4], 0.2, seed=1)[1] == []  # fewer than 5 frames: all needed for training

@@ -61,9 +61,10 @@ __all__ = [
 ]
 
 #: version of the saved-model file layout; :meth:`PolarizabilityModel.load` refuses others.
-#: 2 added the radial scaling of the descriptor; a model without one is still written as
-#: version 1, so ionraman releases that read only version 1 keep reading it, and refuse a
-#: version-2 file with their version message instead of failing on the unknown field
+#: 2 added the radial scaling of the descriptor; a model that neither uses nor lists one (in
+#: its descriptor grid) is still written as version 1, so releases that read only version 1
+#: keep reading it and refuse the others with their version message instead of failing on the
+#: unknown field (files saved with a scaling before this rule say 1 and still load here)
 FORMAT_VERSION = 2
 _READABLE_VERSIONS = (1, 2)
 _FORMAT_NAME = "ionraman.PolarizabilityModel"
