@@ -235,10 +235,11 @@ def split_test(frames: list, fraction: float, seed: int) -> tuple[list, list]:
     if len(frames) < 5:
         return list(frames), []
     rng = np.random.default_rng(seed)
+    group_of = {i: "rattled" if a.info.get("temperature_K") is None else f"{float(a.info['temperature_K']):.1f}"
+                for i, a in enumerate(frames)}
     groups: dict[str, list[int]] = {}
-    for i, a in enumerate(frames):
-        t = a.info.get("temperature_K")
-        groups.setdefault("rattled" if t is None else f"{float(t):.1f}", []).append(i)
+    for i, k in group_of.items():
+        groups.setdefault(k, []).append(i)
     keys = sorted(groups)
     n_test = max(2, int(round(fraction * len(frames))))
     quota = {k: fraction * len(groups[k]) for k in keys}
@@ -252,8 +253,7 @@ def split_test(frames: list, fraction: float, seed: int) -> tuple[list, list]:
     for i in rng.permutation(len(frames)).tolist():  # groups too small to give their share: top up to 2
         if len(test) >= 2:
             break
-        g = next(m for m in groups.values() if i in m)
-        if i not in test and sum(j not in test for j in g) > 1:
+        if i not in test and sum(j not in test for j in groups[group_of[i]]) > 1:
             test.add(i)
     return [a for i, a in enumerate(frames) if i not in test], [a for i, a in enumerate(frames) if i in test]
 
