@@ -68,6 +68,7 @@ def main() -> None:
     ap.add_argument("--correlation", type=int, default=DistillConfig.correlation, help="MACE body order minus one")
     ap.add_argument("--channels", type=int, default=DistillConfig.num_channels)
     ap.add_argument("--max-ell", type=int, default=DistillConfig.max_ell, help="largest degree of the edge spherical harmonics")
+    ap.add_argument("--num-interactions", type=int, default=DistillConfig.num_interactions, help="MACE message-passing layers")
     ap.add_argument("--nonlinear-readout", action=argparse.BooleanOptionalAction, default=DistillConfig.nonlinear_readout,
                     help="an MLP readout for the one-layer model (mace-torch's is linear)")
     ap.add_argument("--readout", type=int, default=DistillConfig.readout_mlp, help="hidden width of the readout MLP")
@@ -81,6 +82,8 @@ def main() -> None:
     ap.add_argument("--r-max", type=float, default=5.0, help="MACE cutoff radius, Å")
     ap.add_argument("--speed-rounds", type=int, default=3, help="alternating teacher/student throughput rounds")
     ap.add_argument("--work", default="runs/bench_distill")
+    ap.add_argument("--distill-only", action="store_true",
+                    help="stop after distilling (train now, measure later: a rerun finds the model in --work/ff)")
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -90,7 +93,7 @@ def main() -> None:
     cfg = DistillConfig(teacher=teacher.name, epochs=args.epochs, md_time_ps=args.distill_md_time, frame_every_fs=30.0,
                         temperatures_K=tuple(float(t) for t in args.distill_temperatures.split(",")),
                         large_min_atoms=args.large_cell or None, large_md_time_ps=args.large_md_time,
-                        max_L=args.max_L, max_ell=args.max_ell, correlation=args.correlation, num_channels=args.channels, r_max_A=args.r_max,
+                        max_L=args.max_L, max_ell=args.max_ell, num_interactions=args.num_interactions, correlation=args.correlation, num_channels=args.channels, r_max_A=args.r_max,
                         nonlinear_readout=args.nonlinear_readout, readout_mlp=args.readout,
                         train_dtype=args.train_dtype)
     log(f"distilling {teacher.name} (cached in {work / 'ff'})")
@@ -99,6 +102,9 @@ def main() -> None:
         inputs.append(load_structure("Na3SbS4-cubic", supercell="1x2x1", substitutions="Sb:W:0.25", seed=0))
     cfg = replace(cfg, vacancy=args.d_cell == "vacancy")
     dres = distill(inputs, work / "ff", cfg)
+    if args.distill_only:
+        print(json.dumps({"distilled": str(work / "ff"), "n_train": dres.n_train, "n_valid": dres.n_valid, "errors": dres.errors}))
+        return
     student = get_forcefield(f"distilled:{work / 'ff'}")
 
     # held-out frames: the teacher's own 128-atom MD

@@ -8,6 +8,10 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# distilled models run TorchScript here: torch.compile's first compilation of each model takes
+# ~0.5–2 min, which every test that builds a calculator would pay; the inductor backend has
+# its own tests (tests/test_distill.py)
+os.environ.setdefault("IONRAMAN_DISTILLED_BACKEND", "script")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

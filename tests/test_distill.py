@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -271,16 +272,16 @@ def test_verlet_list_gives_the_forces_of_a_fresh_search(distilled):
 
 
 def test_scripted_calculator_gives_the_eager_numbers(distilled):
-    """The TorchScript-compiled model (the default) gives the eager model's energy, forces and stress to float32 round-off."""
+    """The TorchScript-compiled model gives the eager model's energy, forces and stress to float32 round-off."""
     from ionraman.distill import MODEL_FILE, DistilledCalculator
 
     d, _ = distilled
     atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 2))
     atoms.rattle(0.08, seed=6)
     res = []
-    for script in (True, False):
-        c = DistilledCalculator(d / "ff" / MODEL_FILE, script=script)
-        assert c.scripted is script
+    for backend in ("script", "eager"):
+        c = DistilledCalculator(d / "ff" / MODEL_FILE, backend=backend)
+        assert c.scripted is (backend == "script")
         a = atoms.copy()
         a.calc = c
         res.append((a.get_potential_energy(), a.get_forces(), a.get_stress()))
@@ -289,6 +290,73 @@ def test_scripted_calculator_gives_the_eager_numbers(distilled):
     np.testing.assert_allclose(res[0][1], res[1][1], rtol=0, atol=1e-6)
     np.testing.assert_allclose(res[0][2], res[1][2], rtol=0, atol=1e-7)  # eV/Å³, |σ| ≈ 0.02
     assert np.abs(res[0][1]).max() > 0.01
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile's inductor backend needs a C++ compiler on the CPU")
+def test_inductor_compiled_calculator_gives_the_eager_numbers(distilled):
+    """torch.compile (inductor, dynamic shapes) gives the eager energy and forces along an MD run, in a
+    strained cell with other edges and in a cell with other atoms, without falling back; a stress request is served by the scripted model."""
+    from ase import units
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.verlet import VelocityVerlet
+
+    from ionraman.distill import MODEL_FILE, DistilledCalculator
+
+    d, _ = distilled
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 2))
+    MaxwellBoltzmannDistribution(atoms, temperature_K=1500, rng=np.random.default_rng(1))
+    fast = DistilledCalculator(d / "ff" / MODEL_FILE, backend="inductor")
+    eager = DistilledCalculator(d / "ff" / MODEL_FILE, backend="eager")
+    atoms.calc = fast
+    dyn = VelocityVerlet(atoms, timestep=5 * units.fs)
+    strained = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 2))
+    strained.set_cell(strained.cell * 1.06, scale_atoms=True)  # second shell 3.82 Å: some pairs leave the 4 Å cutoff
+    strained.rattle(0.15, seed=3)
+    other = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((3, 2, 2))
+    other.rattle(0.05, seed=4)
+    shapes = set()
+    for k in range(5):
+        a = atoms if k < 3 else (strained, other)[k - 3]
+        if k < 3:
+            dyn.run(1)
+        else:
+            a.calc = fast
+        b = a.copy()
+        b.calc = eager
+        assert a.get_potential_energy() == pytest.approx(b.get_potential_energy(), abs=1e-4)
+        np.testing.assert_allclose(a.get_forces(), b.get_forces(), rtol=0, atol=1e-5)
+        shapes.add((len(a), fast._neighbours(a)[0].shape[1]))
+    assert fast.backend == "inductor" and fast._compiled is not None  # compiled, not fallen back
+    assert len(shapes) == 3  # three (atoms, edges) shapes went through the one compiled model
+    c = atoms.copy()
+    c.calc = eager
+    np.testing.assert_allclose(atoms.get_stress(), c.get_stress(), rtol=0, atol=1e-6)
+
+
+def test_a_failed_compilation_falls_back_to_the_scripted_model(distilled, monkeypatch):
+    import torch
+
+    from ionraman.distill import MODEL_FILE, DistilledCalculator
+
+    d, _ = distilled
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    c = DistilledCalculator(d / "ff" / MODEL_FILE, backend="inductor")
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 2))
+    atoms.rattle(0.05, seed=2)
+    atoms.calc = c
+    with pytest.warns(UserWarning, match="torch.compile of .* failed .*no C\\+\\+ compiler.*TorchScript"):
+        f = atoms.get_forces()
+    assert c.backend == "script"
+    b = atoms.copy()
+    b.calc = DistilledCalculator(d / "ff" / MODEL_FILE, backend="script")
+    np.testing.assert_allclose(f, b.get_forces(), rtol=0, atol=1e-6)
+    with pytest.raises(InputError, match="backend 'cuda-graph'.*give one of inductor, script, eager"):
+        DistilledCalculator(d / "ff" / MODEL_FILE, backend="cuda-graph")
 
 
 def test_a_folder_from_before_new_settings_existed_is_reused(distilled, tmp_path):

@@ -22,9 +22,21 @@ import sys
 FLAG = "--nonlinear-readout"
 
 
+def mlp_readout(linear_readout, MLP_irreps, gate, heads, cueq_config=None, oeq_config=None):  # type: ignore[no-untyped-def]
+    """mace's ``NonLinearReadoutBlock`` in place of a one-layer model's ``LinearReadoutBlock``
+    (the arguments as ``mace.modules.models.MACE.__init__`` receives them)."""
+    from e3nn import o3
+    from mace.modules import blocks
+
+    heads = heads or ["Default"]
+    return blocks.NonLinearReadoutBlock(
+        linear_readout.linear.irreps_in, (len(heads) * o3.Irreps(MLP_irreps)).simplify(), gate,
+        o3.Irreps(f"{len(heads)}x0e"), len(heads), cueq_config, oeq_config,
+    )
+
+
 def _patch_one_layer_readout() -> None:
     import mace  # noqa: F401  (first: it lets torch ≥ 2.6 unpickle e3nn's constants, which e3nn loads on import)
-    from e3nn import o3
     from mace.modules import blocks, models
 
     original = models.MACE.__init__
@@ -38,11 +50,7 @@ def _patch_one_layer_readout() -> None:
         bound = signature.bind(self, *args, **kwargs)
         bound.apply_defaults()
         a = bound.arguments
-        heads = a["heads"] or ["Default"]
-        self.readouts[0] = blocks.NonLinearReadoutBlock(
-            self.readouts[0].linear.irreps_in, (len(heads) * o3.Irreps(a["MLP_irreps"])).simplify(), a["gate"],
-            o3.Irreps(f"{len(heads)}x0e"), len(heads), a["cueq_config"], a["oeq_config"],
-        )
+        self.readouts[0] = mlp_readout(self.readouts[0], a["MLP_irreps"], a["gate"], a["heads"], a["cueq_config"], a["oeq_config"])
 
     models.MACE.__init__ = init
 

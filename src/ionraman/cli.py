@@ -896,6 +896,7 @@ def distill(
     max_l: Annotated[int, typer.Option("--max-L", help="Largest symmetry order of the MACE messages (0: invariant).")] = 0,
     correlation: Annotated[int, typer.Option("--correlation", help="MACE body order minus one per interaction.")] = 3,
     max_ell: Annotated[int, typer.Option("--max-ell", help="Largest degree of the edge spherical harmonics (1 is ~1.5x cheaper per call than 2).")] = 2,
+    num_interactions: Annotated[int, typer.Option("--num-interactions", help="MACE message-passing layers (2 doubles the range and roughly the cost).")] = 1,
     nonlinear_readout: Annotated[bool, typer.Option("--nonlinear-readout/--linear-readout", help="Give a one-layer model an MLP readout (mace-torch's default for it is linear).")] = False,
     readout: Annotated[int, typer.Option("--readout", help="Hidden width of the readout MLP.")] = 16,
     train_dtype: Annotated[str | None, typer.Option("--train-dtype", help="Training precision, float32 or float64 (default: float32, the MD precision).")] = None,
@@ -915,7 +916,7 @@ def distill(
                         md_time_ps=md_time, frame_every_fs=frame_every, strains=tuple(_floats(strains, "--strains", "fractions", "-0.015,0.015")),
                         vacancy=vacancy, supercell=supercell, large_min_atoms=large_cell, large_md_time_ps=large_md_time,
                         pair_repulsion=pair_repulsion, epochs=epochs, num_channels=channels, r_max_A=r_max,
-                        max_L=max_l, max_ell=max_ell, correlation=correlation, nonlinear_readout=nonlinear_readout, readout_mlp=readout, train_dtype=train_dtype,
+                        max_L=max_l, max_ell=max_ell, num_interactions=num_interactions, correlation=correlation, nonlinear_readout=nonlinear_readout, readout_mlp=readout, train_dtype=train_dtype,
                         val_fraction=val_fraction, allow_broken_teacher=allow_broken_teacher, seed=seed)
     res = do_distill(inputs, output, cfg, progress=True)
     d = res.to_dict()

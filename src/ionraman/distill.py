@@ -128,6 +128,8 @@ class DistillConfig:
                 raise InputError(f"{name} {v}: give float32 or float64.")
         if self.max_ell < 1:
             raise InputError(f"--max-ell {self.max_ell}: the edge spherical harmonics need degree ≥ 1 to carry angles; give 1 or 2.")
+        if self.num_interactions < 1:
+            raise InputError(f"--num-interactions {self.num_interactions}: give the number of message-passing layers, 1 or 2.")
         if self.readout_mlp < 1:
             raise InputError(f"--readout {self.readout_mlp}: give the positive width of the readout MLP, e.g. 16.")
         if self.epochs < 1 or self.batch_size < 1:
@@ -491,6 +493,37 @@ def _validate(model_path: Path, frames: Sequence[Atoms], dtype: str) -> dict[str
     return err.to_dict()
 
 
+BACKEND_ENV = "IONRAMAN_DISTILLED_BACKEND"
+BACKENDS = ("inductor", "script", "eager")
+
+
+def _compilable_copy(model: Any) -> Any:
+    """The same mace model rebuilt without e3nn's TorchScript code generation, which
+    torch.compile cannot trace (what ``mace.tools.compile.prepare`` does for mace's own
+    calculator); the weights are copied and checked key by key."""
+    from mace.modules import blocks
+    from mace.tools.compile import configure_autograd_for_compile, disable_e3nn_codegen, simplify
+    from mace.tools.scripts_utils import extract_config_mace_model
+
+    configure_autograd_for_compile(allow_autograd=True)  # forces: torch.autograd.grad inside the graph
+    cfg = extract_config_mace_model(model)
+    with disable_e3nn_codegen(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (mace's constructor copies a tensor with torch.tensor: a UserWarning)
+        copy = model.__class__(**cfg)
+        r0 = model.readouts[0]
+        if len(model.interactions) == 1 and isinstance(r0, blocks.NonLinearReadoutBlock) \
+                and not isinstance(copy.readouts[0], blocks.NonLinearReadoutBlock):
+            # the MLP readout ionraman._mace_train gives a one-layer model (mace's config does not record it)
+            from ._mace_train import mlp_readout
+
+            copy.readouts[0] = mlp_readout(copy.readouts[0], cfg["MLP_irreps"], cfg["gate"], cfg.get("heads"))
+    copy.load_state_dict(model.state_dict(), strict=True)
+    copy = simplify(copy).to(dtype=next(model.parameters()).dtype).eval()
+    for p in copy.parameters():
+        p.requires_grad_(False)
+    return copy
+
+
 class DistilledCalculator(Calculator):
     """ASE calculator that calls a MACE model directly.
 
@@ -504,11 +537,14 @@ class DistilledCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
-    def __init__(self, model_path: Path, dtype: str = "float32", device: str = "cpu", script: bool = True,
+    def __init__(self, model_path: Path, dtype: str = "float32", device: str = "cpu", backend: str | None = None,
                  skin_A: float = 1.0) -> None:
         super().__init__()
         if not (np.isfinite(skin_A) and skin_A >= 0):
             raise InputError(f"DistilledCalculator: skin_A = {skin_A!r}; give the Verlet-list skin in Å as a number ≥ 0 (0: a new search every call).")
+        backend = backend or os.environ.get(BACKEND_ENV) or "inductor"
+        if backend not in BACKENDS:
+            raise InputError(f"distilled model backend {backend!r} (argument backend or ${BACKEND_ENV}): give one of {', '.join(BACKENDS)}.")
         self.skin_A = float(skin_A)
         self._nl: dict[str, Any] | None = None
         self.neighbour_builds = 0
@@ -522,17 +558,23 @@ class DistilledCalculator(Calculator):
             import mace  # noqa: F401  (sets up e3nn before the model is unpickled)
 
             model = torch.load(str(model_path), map_location=device, weights_only=False)
+        self.model_path = Path(model_path)
         self.torch_dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
         model = model.to(device=device, dtype=self.torch_dtype).eval()
         for p in model.parameters():
             p.requires_grad_(False)
         self.r_max = float(model.r_max)
         self.z_table = [int(z) for z in model.atomic_numbers]
-        # TorchScript (e3nn's jit.compile, what mace itself uses for its "_compiled" models):
-        # the eager forces to float32 round-off, 5–14 % less time per call on a 126-atom cell
-        # (docs/physics/distillation.md); the eager model is kept if scripting fails
+        # the inductor backend compiles on the first call (_compiled_forces); until then, for
+        # stress, and if compilation fails, the TorchScript model (e3nn's jit.compile, what mace
+        # uses for its "_compiled" models) runs: the eager forces to float32 round-off, 5–14 %
+        # less time per call (docs/physics/distillation.md); the eager model if scripting fails
+        self.backend = backend
+        # (built before scripting: e3nn's jit.compile replaces the model's submodules in place)
+        self._to_compile = _compilable_copy(model) if backend == "inductor" else None
+        self._compiled: Any = None
         self.scripted = False
-        if script:
+        if backend in ("script", "inductor"):
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -546,6 +588,42 @@ class DistilledCalculator(Calculator):
         self.model = model
         self.device = device
         self._static: tuple[Any, ...] | None = None
+
+    def _compiled_forces(self, data: dict[str, Any]) -> dict[str, Any] | None:
+        """Energy and forces from the torch.compile'd model (inductor); None where it is not used.
+
+        Inductor fuses the ~150 small per-edge operations of a MACE call into a few C++ loops:
+        2.2× less time per 126-atom force call than TorchScript on one CPU thread, the same
+        forces to 4e-6 eV/Å (docs/physics/distillation.md). Dynamic shapes, so a changing
+        number of edges does not recompile. Compiling takes ~0.5–2 min the first time on this
+        CPU and seconds after that (inductor's on-disk cache).
+        """
+        if self.backend != "inductor":
+            return None
+        import torch
+
+        if self._compiled is None:
+            print(f"[distilled] compiling {self.model_path} with torch.compile (inductor): about a minute the first time, "
+                  "seconds once cached", file=sys.stderr, flush=True)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    self._compiled = torch.compile(self._to_compile, fullgraph=True, dynamic=True)
+                    out = self._call_compiled(data)
+            except Exception as exc:  # noqa: BLE001 - no C++ compiler, an untraceable model …: the scripted model is correct
+                warnings.warn(f"torch.compile of {self.model_path} failed ({type(exc).__name__}: {str(exc)[:200]}); "
+                              "running the TorchScript model (about half the speed).", stacklevel=3)
+                self.backend = "script" if self.scripted else "eager"
+                return None
+            return out
+        return self._call_compiled(data)
+
+    def _call_compiled(self, data: dict[str, Any]) -> dict[str, Any]:
+        # as mace's calculator does for compiled models: the inputs that forces (and mace's
+        # training-mode graph) differentiate need requires_grad before the traced region
+        data["positions"].requires_grad_(True)
+        data["node_attrs"] = data["node_attrs"].clone().requires_grad_(True)
+        return self._compiled(data, compute_force=True, compute_stress=False, training=True)
 
     def _static_inputs(self, numbers: np.ndarray) -> dict[str, Any]:
         import torch
@@ -613,7 +691,9 @@ class DistilledCalculator(Calculator):
             "edge_index": t(edge_index, torch.long),
         }
         want_stress = "stress" in properties
-        out = self.model(data, compute_force=True, compute_stress=want_stress, training=False)
+        out = None if want_stress else self._compiled_forces(data)
+        if out is None:
+            out = self.model(data, compute_force=True, compute_stress=want_stress, training=False)
         e = float(out["energy"].detach().cpu().numpy()[0])
         self.results = {"energy": e, "free_energy": e, "forces": out["forces"].detach().cpu().numpy().astype(float)}
         if want_stress and out.get("stress") is not None:
