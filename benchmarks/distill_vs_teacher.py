@@ -20,7 +20,7 @@
 Prints one JSON object: speedup, force_rmse_meV_A (+ per element), D_ratio, D_ratio_err,
 vdos_overlap, and the per-model details. Every MD run resumes from its checkpoint.
 
-Usage: python benchmarks/distill_vs_teacher.py [--teacher auto] [--time 5] [--d-cell doped]
+Usage: python benchmarks/distill_vs_teacher.py [--teacher auto] [--time 5] [--d-seeds 1] [--d-cell doped]
            [--work runs/bench_distill]
 """
 
@@ -56,12 +56,43 @@ def md(loaded, ff, cfg: MDConfig, path: Path) -> dict:
     return {"traj": traj, "speed": json.loads(path.with_suffix(".speed.json").read_text())["atom_steps_per_s"]}
 
 
+D_SEED0 = 3  # seed of the first D/VDOS run (the one every earlier benchmark made)
+
+
+def d_run_config(args: argparse.Namespace, seed: int) -> MDConfig:
+    """MD settings of one D/VDOS run at --temperature."""
+    return MDConfig(temperature_K=args.temperature, time_ps=args.time, equilibrate_ps=args.equilibrate, sample_every=5, seed=seed)
+
+
+def d_run_path(work: Path, d_cell: str, tag: str, temperature_K: float, seed: int) -> Path:
+    return work / f"{d_cell}_{tag}_{temperature_K:g}K{'' if seed == D_SEED0 else f'_seed{seed}'}.h5"
+
+
+def combine_seeds(per_seed: list[dict]) -> dict:
+    """D from independent runs of one model: D = mean of the runs' D, its error sqrt(Σσ_i²)/N
+    (independent trajectories); hops add up; the VDOS is the first run's."""
+    ds = [r["D_cm2_s"] for r in per_seed]
+    out = dict(per_seed[0])
+    if all(d is not None for d in ds):
+        out["D_cm2_s"] = float(np.mean(ds))
+        out["D_err_cm2_s"] = math.sqrt(sum((r["D_err_cm2_s"] or 0.0) ** 2 for r in per_seed)) / len(per_seed)
+    else:
+        out["D_cm2_s"], out["D_err_cm2_s"] = None, None
+    out["n_hops"] = sum(r["n_hops"] or 0 for r in per_seed)
+    out["integrity_ok"] = all(r["integrity_ok"] for r in per_seed)
+    out["atom_steps_per_s"] = float(np.median([r["atom_steps_per_s"] for r in per_seed]))
+    if len(per_seed) > 1:
+        out["runs"] = [{k: v for k, v in r.items() if k != "vdos"} for r in per_seed]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--teacher", default="auto")
     ap.add_argument("--temperature", type=float, default=700.0)
     ap.add_argument("--time", type=float, default=5.0, help="production of each D/VDOS run, ps")
     ap.add_argument("--equilibrate", type=float, default=1.0)
+    ap.add_argument("--d-seeds", type=int, default=1, help="independent D/VDOS runs per model (seeds 3, 4, …); D is their mean")
     ap.add_argument("--d-cell", choices=("doped", "stoich", "vacancy"), default="doped")
     ap.add_argument("--epochs", type=int, default=300)
     ap.add_argument("--max-L", type=int, default=DistillConfig.max_L, help="MACE message symmetry order")
@@ -126,18 +157,21 @@ def main() -> None:
     dcell = {"stoich": lambda: cell,
              "doped": lambda: load_structure("Na3SbS4-cubic", supercell="2x2x2", substitutions="Sb:W:0.125", seed=1),
              "vacancy": lambda: load_structure("Na3SbS4-cubic", supercell="2x2x2", vacancies="Na:2", seed=1)}[args.d_cell]()
-    mcfg = MDConfig(temperature_K=args.temperature, time_ps=args.time, equilibrate_ps=args.equilibrate, sample_every=5, seed=3)
+    seeds = [D_SEED0 + k for k in range(args.d_seeds)]
     runs = {}
     for name, ff in (("teacher", teacher), ("distilled", student)):
-        log(f"{name} MD, {len(dcell.atoms)} atoms, {args.temperature:g} K, {args.time:g} ps")
         # the student's runs are named by its model file, so a retrained student is not compared from a stale cache
         tag = name if ff is teacher else f"{name}-{hashlib.sha256((work / 'ff' / 'model.model').read_bytes()).hexdigest()[:10]}"
-        r = md(dcell, ff, mcfg, work / f"{args.d_cell}_{tag}_{args.temperature:g}K.h5")
-        tr = transport.analyse(r["traj"], species="Na").to_dict()["species"]["Na"]
-        integ = check_trajectory(r["traj"]).to_dict()  # from the frames themselves
-        runs[name] = {"atom_steps_per_s": r["speed"], "D_cm2_s": tr["D_cm2_s"], "D_err_cm2_s": tr["D_err_cm2_s"],
-                      "n_hops": tr["n_hops"], "integrity_ok": integ.get("ok"), "integrity": integ.get("reason"),
-                      "vdos": transport.vdos(r["traj"])}
+        per_seed = []
+        for seed in seeds:
+            log(f"{name} MD, {len(dcell.atoms)} atoms, {args.temperature:g} K, {args.time:g} ps, seed {seed}")
+            r = md(dcell, ff, d_run_config(args, seed), d_run_path(work, args.d_cell, tag, args.temperature, seed))
+            tr = transport.analyse(r["traj"], species="Na").to_dict()["species"]["Na"]
+            integ = check_trajectory(r["traj"]).to_dict()  # from the frames themselves
+            per_seed.append({"seed": seed, "atom_steps_per_s": r["speed"], "D_cm2_s": tr["D_cm2_s"], "D_err_cm2_s": tr["D_err_cm2_s"],
+                             "n_hops": tr["n_hops"], "integrity_ok": integ.get("ok"), "integrity": integ.get("reason"),
+                             "vdos": transport.vdos(r["traj"]) if seed == D_SEED0 else None})
+        runs[name] = combine_seeds(per_seed)
     # throughput measured on the same cell now (the long runs above may have been resumed or shared
     # the CPU with other work): production steps with the integrity monitor on, teacher and student
     # alternating in --speed-rounds short rounds, so that a change in the machine's load during the
@@ -163,6 +197,9 @@ def main() -> None:
         "speedup": float(np.median(ratios)),
         "speedup_rounds": [round(x, 2) for x in ratios],
         "atom_steps_per_s": speed,
+        # how the student ran (inductor: torch.compile; its one-off compilation is not in the throughput)
+        "distilled_backend": getattr(student.calculator, "backend", None),
+        "distilled_compile_s": getattr(student.calculator, "compile_s", None),
         "force_rmse_meV_A": err.force_rmse_meV_A,
         "force_rmse_per_element_meV_A": {k: v["force_rmse_meV_A"] for k, v in err.per_element.items()},
         "force_rms_teacher_meV_A": err.force_rms_dft_meV_A,
@@ -170,11 +207,15 @@ def main() -> None:
         "d_cell": f"{args.d_cell} 2x2x2, {len(dcell.atoms)} atoms",
         "temperature_K": args.temperature,
         "time_ps": args.time,
+        "d_seeds": seeds,
     }
     Dt, Ds = t["D_cm2_s"], s["D_cm2_s"]
     if Dt and Ds and Dt > 0 and Ds > 0:
         out["D_ratio"] = Ds / Dt
         out["D_ratio_err"] = Ds / Dt * math.hypot((s["D_err_cm2_s"] or 0) / Ds, (t["D_err_cm2_s"] or 0) / Dt)
+        if len(seeds) > 1:  # the seed-to-seed scatter, beside the propagated error bar
+            out["D_ratio_seeds"] = [(b["D_cm2_s"] / a["D_cm2_s"]) if a["D_cm2_s"] and b["D_cm2_s"] else None
+                                    for a, b in zip(t["runs"], s["runs"], strict=True)]
     else:
         out["D_ratio"], out["D_ratio_err"] = None, None
     out["vdos_overlap"] = transport.vdos_overlap(t["vdos"], s["vdos"])

@@ -17,10 +17,9 @@ interrupted run resumes where it stopped:
    ``arrays['forces_dft']``), those first-principles labels instead.
 3. **train** (``train/``): a MACE model (Batatia et al., NeurIPS 2022) trained with
    mace-torch's own trainer (``mace.cli.run_train``: E0s by least squares, EMA,
-   ReduceLROnPlateau, checkpoints; ``--restart_latest`` resumes). One interaction
-   layer, L_max = 1 features, ℓ_max = 2 and correlation order 2 were chosen by
-   measured speed and accuracy (docs/physics/distillation.md): a 5 Å receptive
-   field, like the teacher's atom graph, at about 1/20 of CHGNet's cost.
+   ReduceLROnPlateau, checkpoints; ``--restart_latest`` resumes). The architecture
+   (layers, channels, ℓ_max, correlation order, cutoff) was chosen by measured speed and
+   accuracy (docs/physics/distillation.md).
 4. **validate** (``distilled.json``): force RMSE/MAE per element and energy error on
    the held-out frames, and the domain of the training data (elements, compositions,
    temperatures, volumes per atom) that :class:`DistilledDomain` checks at run time.
@@ -488,7 +487,8 @@ def _input_name(p: Any) -> Any:
 def _validate(model_path: Path, frames: Sequence[Atoms], dtype: str) -> dict[str, Any]:
     from .ffvalidation import force_errors
 
-    calc = DistilledCalculator(model_path, dtype)
+    # (TorchScript: the compiled model's forces agree to ~1e-6 eV/Å, and a few hundred frames do not repay a compilation)
+    calc = DistilledCalculator(model_path, dtype, backend="script")
     err, _ = force_errors(frames, calc, energy_key=_E, forces_key=_F)
     return err.to_dict()
 
@@ -533,6 +533,9 @@ class DistilledCalculator(Calculator):
     one-hot species and batch vectors are built once per composition, and the neighbour
     list is a Verlet list (``_neighbours``) over mace's own ``get_neighborhood``. Energies eV,
     forces eV/Å, stress eV/Å³ (ASE's sign convention, as MACECalculator).
+
+    ``backend``: "inductor" (default; torch.compile, compiled on the first call), "script"
+    (TorchScript) or "eager"; None reads ``$IONRAMAN_DISTILLED_BACKEND``.
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress"]
@@ -573,6 +576,7 @@ class DistilledCalculator(Calculator):
         # (built before scripting: e3nn's jit.compile replaces the model's submodules in place)
         self._to_compile = _compilable_copy(model) if backend == "inductor" else None
         self._compiled: Any = None
+        self.compile_s: float | None = None  # wall time of the first (compiling) call, s
         self.scripted = False
         if backend in ("script", "inductor"):
             try:
@@ -605,11 +609,13 @@ class DistilledCalculator(Calculator):
         if self._compiled is None:
             print(f"[distilled] compiling {self.model_path} with torch.compile (inductor): about a minute the first time, "
                   "seconds once cached", file=sys.stderr, flush=True)
+            t0 = time.perf_counter()
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     self._compiled = torch.compile(self._to_compile, fullgraph=True, dynamic=True)
                     out = self._call_compiled(data)
+                self.compile_s = time.perf_counter() - t0
             except Exception as exc:  # noqa: BLE001 - no C++ compiler, an untraceable model …: the scripted model is correct
                 warnings.warn(f"torch.compile of {self.model_path} failed ({type(exc).__name__}: {str(exc)[:200]}); "
                               "running the TorchScript model (about half the speed).", stacklevel=3)
