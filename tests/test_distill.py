@@ -148,6 +148,8 @@ def test_bad_settings_are_refused_in_one_sentence(tmp_path):
         distill(["x"], tmp_path / "c", DistillConfig(train_dtype="float16"), progress=False)
     with pytest.raises(InputError, match="--max-ell 0"):
         distill(["x"], tmp_path / "d", DistillConfig(max_ell=0), progress=False)
+    with pytest.raises(InputError, match="--num-interactions 0"):
+        distill(["x"], tmp_path / "e", DistillConfig(num_interactions=0), progress=False)
 
 
 def test_a_campaign_distils_once_per_candidate_with_one_setting(tmp_path):
@@ -194,9 +196,14 @@ def test_cli_distill_json(tmp_path):
     r = CliRunner().invoke(app, ["distill", str(tmp_path / "cu.extxyz"), "-o", str(tmp_path / "ff"),
                                  "--teacher", "python:ase.calculators.emt:EMT", "--temperatures", "300,600",
                                  "--md-time", "0.1", "--frame-every", "10", "--strains", "", "--no-vacancy",
-                                 "--epochs", "1", "--channels", "8", "--r-max", "4", "--max-ell", "1", "--json"])
+                                 "--epochs", "1", "--channels", "8", "--r-max", "4", "--max-ell", "1", "--num-interactions", "2", "--json"])
     assert r.exit_code == 0, r.output
-    assert json.loads((tmp_path / "ff" / "settings.json").read_text())["config"]["max_ell"] == 1
+    config = json.loads((tmp_path / "ff" / "settings.json").read_text())["config"]
+    assert (config["max_ell"], config["num_interactions"]) == (1, 2)
+    import torch
+
+    model = torch.load(tmp_path / "ff" / "model.model", weights_only=False)
+    assert len(model.interactions) == 2 and model.spherical_harmonics.irreps_out.lmax == 1
     d = json.loads(r.stdout[r.stdout.index("{"):])
     assert d["n_train"] + d["n_valid"] == 2 * 10
     assert d["domain"]["temperatures_K"] == [300.0, 600.0]

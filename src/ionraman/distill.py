@@ -573,11 +573,17 @@ class DistilledCalculator(Calculator):
         # uses for its "_compiled" models) runs: the eager forces to float32 round-off, 5–14 %
         # less time per call (docs/physics/distillation.md); the eager model if scripting fails
         self.backend = backend
-        # (built before scripting: e3nn's jit.compile replaces the model's submodules in place)
-        self._to_compile = _compilable_copy(model) if backend == "inductor" else None
+        self._to_compile: Any = None
         self._compiled: Any = None
         self.compile_s: float | None = None  # wall time of the first (compiling) call, s
         self.scripted = False
+        if backend == "inductor":
+            try:  # (built before scripting: e3nn's jit.compile replaces the model's submodules in place)
+                self._to_compile = _compilable_copy(model)
+            except Exception as exc:  # noqa: BLE001 - a model mace cannot rebuild from its config still runs scripted
+                self.backend = "script"
+                warnings.warn(f"{model_path} cannot be prepared for torch.compile ({type(exc).__name__}: {str(exc)[:200]}); "
+                              "running the TorchScript model (about half the speed).", stacklevel=2)
         if backend in ("script", "inductor"):
             try:
                 with warnings.catch_warnings():
@@ -606,23 +612,28 @@ class DistilledCalculator(Calculator):
             return None
         import torch
 
-        if self._compiled is None:
+        first = self._compiled is None
+        if first:
             print(f"[distilled] compiling {self.model_path} with torch.compile (inductor): about a minute the first time, "
                   "seconds once cached", file=sys.stderr, flush=True)
-            t0 = time.perf_counter()
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
+        t0 = time.perf_counter()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if first:
                     self._compiled = torch.compile(self._to_compile, fullgraph=True, dynamic=True)
-                    out = self._call_compiled(data)
-                self.compile_s = time.perf_counter() - t0
-            except Exception as exc:  # noqa: BLE001 - no C++ compiler, an untraceable model …: the scripted model is correct
-                warnings.warn(f"torch.compile of {self.model_path} failed ({type(exc).__name__}: {str(exc)[:200]}); "
-                              "running the TorchScript model (about half the speed).", stacklevel=3)
-                self.backend = "script" if self.scripted else "eager"
-                return None
-            return out
-        return self._call_compiled(data)
+                out = self._call_compiled(data)
+        except Exception as exc:  # noqa: BLE001 - no C++ compiler, an untraceable model, a failed recompile …: the scripted model is correct
+            self._fall_back(f"torch.compile of {self.model_path} failed ({type(exc).__name__}: {str(exc)[:200]})")
+            return None
+        if first:
+            self.compile_s = time.perf_counter() - t0
+        return out
+
+    def _fall_back(self, why: str) -> None:
+        warnings.warn(f"{why}; running the {'TorchScript' if self.scripted else 'eager'} model (about half the speed).", stacklevel=4)
+        self.backend = "script" if self.scripted else "eager"
+        self._compiled = self._to_compile = None
 
     def _call_compiled(self, data: dict[str, Any]) -> dict[str, Any]:
         # as mace's calculator does for compiled models: the inputs that forces (and mace's
