@@ -79,7 +79,7 @@ class MDSpec:
     distill_teacher: str = "auto"
     distill_md_time_ps: float = 1.0
     distill_epochs: int = 300
-    distill_channels: int = 16
+    distill_channels: int = 8
 
     def key_dict(self) -> dict[str, Any]:
         """The settings that change results (distillation settings only when a model is distilled)."""
