@@ -390,7 +390,7 @@ def test_changed_model_settings_retrain_on_the_same_frames(distilled, tmp_path):
     work = tmp_path / "ff"
     shutil.copytree(d / "ff", work)
     # a one-layer model with a nonlinear readout, trained in float64 and run in float32 (the MD precision)
-    again = distill([str(d / "cu.extxyz")], work, replace(TINY, num_channels=4, epochs=1, nonlinear_readout=True, readout_mlp=24,
+    again = distill([str(d / "cu.extxyz")], work, replace(TINY, num_channels=4, num_interactions=1, epochs=1, nonlinear_readout=True, readout_mlp=24,
                                                           train_dtype="float64"),
                     progress=False)
     assert again.n_train == res.n_train and again.n_valid == res.n_valid  # the same labelled frames

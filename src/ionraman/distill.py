@@ -625,6 +625,12 @@ class DistilledCalculator(Calculator):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 if first:
+                    import torch._inductor.config as inductor_config
+
+                    # serial generated kernels: with OpenMP threads, inductor's CPU code for this model
+                    # corrupts the heap ("double free or corruption", torch 2.13, measured here); the
+                    # other torch ops still use every thread
+                    inductor_config.cpp.threads = 1
                     self._compiled = torch.compile(self._to_compile, fullgraph=True, dynamic=True)
                 out = self._call_compiled(data)
         except Exception as exc:  # noqa: BLE001 - no C++ compiler, an untraceable model, a failed recompile …: the scripted model is correct
