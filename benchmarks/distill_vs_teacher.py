@@ -8,7 +8,8 @@
 2. held-out forces: teacher MD of the 128-atom 2x2x2 cell at 300, 600 and 900 K (never seen
    in training), frames labelled by the teacher → force RMSE of the distilled model;
 3. Na tracer D and VDOS at --temperature (700 K) from MD of equal length with both models
-   (--d-seeds independent runs each, D their mean; the VDOS from the first), on the same cell (--d-cell: doped, the W-doped 2x2x2 Na46Sb14W2S64 whose
+   (--d-seeds independent runs each, D their mean over the seeds whose framework stayed intact with
+   both models; the VDOS from the first of those), on the same cell (--d-cell: doped, the W-doped 2x2x2 Na46Sb14W2S64 whose
    charge-compensating vacancies make Na move; stoich, the stoichiometric 2x2x2, where Na
    barely moves; vacancy, 2x2x2 with two uncompensated Na vacancies — it carries holes, and
    the teacher forms S–S bonds in it, so it is kept only to show that);
@@ -77,9 +78,22 @@ def d_run_path(work: Path, d_cell: str, tag: str, temperature_K: float, seed: in
     return work / f"{d_cell}_{tag}_{temperature_K:g}K{'' if seed == D_SEED0 else f'_seed{seed}'}.h5"
 
 
+def drop_broken_seeds(runs: dict[str, list[dict]]) -> tuple[dict[str, list[dict]], dict[str, str]]:
+    """The runs of the seeds whose framework stayed intact with every model, and the broken runs
+    (``"model seed N"`` → reason). A run whose framework broke describes another chemistry, not a
+    reference (docs/physics/integrity.md); if every seed has a broken run, all are kept (and named)."""
+    broken = {f"{name} seed {r['seed']}": r["integrity"] for name, rs in runs.items() for r in rs if not r["integrity_ok"]}
+    bad = {r["seed"] for rs in runs.values() for r in rs if not r["integrity_ok"]}
+    seeds = {r["seed"] for rs in runs.values() for r in rs}
+    if bad and bad != seeds:
+        runs = {name: [r for r in rs if r["seed"] not in bad] for name, rs in runs.items()}
+    return runs, broken
+
+
 def combine_seeds(per_seed: list[dict]) -> dict:
     """D from independent runs of one model: D = mean of the runs' D, its error sqrt(Σσ_i²)/N
-    (independent trajectories); hops add up; the VDOS is the first run's."""
+    (independent trajectories); hops add up; the VDOS is the first run's (the first seed whose
+    runs stayed intact with both models)."""
     ds = [r["D_cm2_s"] for r in per_seed]
     out = dict(per_seed[0])
     if all(d is not None for d in ds):
@@ -180,8 +194,10 @@ def main() -> None:
             integ = check_trajectory(r["traj"]).to_dict()  # from the frames themselves
             per_seed.append({"seed": seed, "atom_steps_per_s": r["speed"], "D_cm2_s": tr["D_cm2_s"], "D_err_cm2_s": tr["D_err_cm2_s"],
                              "n_hops": tr["n_hops"], "integrity_ok": integ.get("ok"), "integrity": integ.get("reason"),
-                             "vdos": transport.vdos(r["traj"]) if seed == D_SEED0 else None})
-        runs[name] = combine_seeds(per_seed)
+                             "vdos": transport.vdos(r["traj"])})
+        runs[name] = per_seed
+    runs, excluded = drop_broken_seeds(runs)
+    runs = {name: combine_seeds(rs) for name, rs in runs.items()}
     # throughput measured on the same cell now (the long runs above may have been resumed or shared
     # the CPU with other work): production steps with the integrity monitor on, teacher and student
     # alternating in --speed-rounds short rounds, so that a change in the machine's load during the
@@ -217,7 +233,8 @@ def main() -> None:
         "d_cell": f"{args.d_cell} 2x2x2, {len(dcell.atoms)} atoms",
         "temperature_K": args.temperature,
         "time_ps": args.time,
-        "d_seeds": seeds,
+        "d_seeds": [r["seed"] for r in runs["teacher"].get("runs", [runs["teacher"]])],
+        "d_runs_broken": excluded,  # their seeds are left out of D and the VDOS while other seeds remain
     }
     Dt, Ds = t["D_cm2_s"], s["D_cm2_s"]
     if Dt and Ds and Dt > 0 and Ds > 0:
@@ -225,7 +242,7 @@ def main() -> None:
         out["D_ratio_err"] = Ds / Dt * math.hypot((s["D_err_cm2_s"] or 0) / Ds, (t["D_err_cm2_s"] or 0) / Dt)
         if len(seeds) > 1:  # the seed-to-seed scatter, beside the propagated error bar
             out["D_ratio_seeds"] = [(b["D_cm2_s"] / a["D_cm2_s"]) if a["D_cm2_s"] and b["D_cm2_s"] else None
-                                    for a, b in zip(t["runs"], s["runs"], strict=True)]
+                                    for a, b in zip(t.get("runs", [t]), s.get("runs", [s]), strict=True)]
     else:
         out["D_ratio"], out["D_ratio_err"] = None, None
     out["vdos_overlap"] = transport.vdos_overlap(t["vdos"], s["vdos"])

@@ -16,7 +16,7 @@ import distill_vs_teacher as bench  # noqa: E402
 
 def _run(seed, d, err, hops, speed=100.0, ok=True):
     return {"seed": seed, "atom_steps_per_s": speed, "D_cm2_s": d, "D_err_cm2_s": err, "n_hops": hops,
-            "integrity_ok": ok, "integrity": "framework intact", "vdos": f"vdos{seed}" if seed == bench.D_SEED0 else None}
+            "integrity_ok": ok, "integrity": "framework intact", "vdos": f"vdos{seed}"}
 
 
 def test_d_from_several_seeds_is_the_mean_with_the_propagated_error():
@@ -30,6 +30,17 @@ def test_d_from_several_seeds_is_the_mean_with_the_propagated_error():
     one = bench.combine_seeds(runs[:1])
     assert (one["D_cm2_s"], one["D_err_cm2_s"], "runs" in one) == (3e-6, 1e-6, False)
     assert bench.combine_seeds([_run(3, None, None, 0), _run(4, 2e-6, 1e-6, 3)])["D_cm2_s"] is None
+
+
+def test_a_seed_whose_framework_broke_is_left_out_for_both_models():
+    runs = {"teacher": [_run(3, 3e-6, 1e-6, 14), _run(7, 6e-6, 1e-6, 22, ok=False)],
+            "distilled": [_run(3, 4e-6, 1e-6, 10), _run(7, 8e-6, 1e-6, 12)]}
+    kept, broken = bench.drop_broken_seeds(runs)
+    assert [r["seed"] for r in kept["teacher"]] == [3] and [r["seed"] for r in kept["distilled"]] == [3]
+    assert list(broken) == ["teacher seed 7"]
+    all_bad = {"teacher": [_run(3, 3e-6, 1e-6, 14, ok=False)], "distilled": [_run(3, 4e-6, 1e-6, 10)]}
+    kept, broken = bench.drop_broken_seeds(all_bad)
+    assert kept == all_bad and list(broken) == ["teacher seed 3"]  # nothing left to compare: kept, and named
 
 
 def test_the_first_seed_keeps_the_file_names_of_earlier_benchmarks(tmp_path):
