@@ -182,7 +182,7 @@ def main() -> None:
              "doped": lambda: load_structure("Na3SbS4-cubic", supercell="2x2x2", substitutions="Sb:W:0.125", seed=1),
              "vacancy": lambda: load_structure("Na3SbS4-cubic", supercell="2x2x2", vacancies="Na:2", seed=1)}[args.d_cell]()
     seeds = [D_SEED0 + k for k in range(args.d_seeds)]
-    runs = {}
+    runs, trajs = {}, {}
     for name, ff in (("teacher", teacher), ("distilled", student)):
         # the student's runs are named by its model file, so a retrained student is not compared from a stale cache
         tag = name if ff is teacher else f"{name}-{hashlib.sha256((work / 'ff' / 'model.model').read_bytes()).hexdigest()[:10]}"
@@ -193,11 +193,13 @@ def main() -> None:
             tr = transport.analyse(r["traj"], species="Na").to_dict()["species"]["Na"]
             integ = check_trajectory(r["traj"]).to_dict()  # from the frames themselves
             per_seed.append({"seed": seed, "atom_steps_per_s": r["speed"], "D_cm2_s": tr["D_cm2_s"], "D_err_cm2_s": tr["D_err_cm2_s"],
-                             "n_hops": tr["n_hops"], "integrity_ok": integ.get("ok"), "integrity": integ.get("reason"),
-                             "vdos": transport.vdos(r["traj"])})
+                             "n_hops": tr["n_hops"], "integrity_ok": integ.get("ok"), "integrity": integ.get("reason"), "vdos": None})
+            trajs[name, seed] = r["traj"]
         runs[name] = per_seed
-    runs, excluded = drop_broken_seeds(runs)
-    runs = {name: combine_seeds(rs) for name, rs in runs.items()}
+    kept, excluded = drop_broken_seeds(runs)
+    for name, rs in kept.items():  # the VDOS of the first kept seed is the one compared
+        rs[0]["vdos"] = transport.vdos(trajs[name, rs[0]["seed"]])
+    runs = {name: combine_seeds(rs) for name, rs in kept.items()}
     # throughput measured on the same cell now (the long runs above may have been resumed or shared
     # the CPU with other work): production steps with the integrity monitor on, teacher and student
     # alternating in --speed-rounds short rounds, so that a change in the machine's load during the
@@ -233,7 +235,7 @@ def main() -> None:
         "d_cell": f"{args.d_cell} 2x2x2, {len(dcell.atoms)} atoms",
         "temperature_K": args.temperature,
         "time_ps": args.time,
-        "d_seeds": [r["seed"] for r in runs["teacher"].get("runs", [runs["teacher"]])],
+        "d_seeds": [r["seed"] for r in kept["teacher"]],
         "d_runs_broken": excluded,  # their seeds are left out of D and the VDOS while other seeds remain
     }
     Dt, Ds = t["D_cm2_s"], s["D_cm2_s"]
@@ -242,7 +244,7 @@ def main() -> None:
         out["D_ratio_err"] = Ds / Dt * math.hypot((s["D_err_cm2_s"] or 0) / Ds, (t["D_err_cm2_s"] or 0) / Dt)
         if len(seeds) > 1:  # the seed-to-seed scatter, beside the propagated error bar
             out["D_ratio_seeds"] = [(b["D_cm2_s"] / a["D_cm2_s"]) if a["D_cm2_s"] and b["D_cm2_s"] else None
-                                    for a, b in zip(t.get("runs", [t]), s.get("runs", [s]), strict=True)]
+                                    for a, b in zip(kept["teacher"], kept["distilled"], strict=True)]
     else:
         out["D_ratio"], out["D_ratio_err"] = None, None
     out["vdos_overlap"] = transport.vdos_overlap(t["vdos"], s["vdos"])

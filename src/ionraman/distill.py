@@ -506,10 +506,9 @@ def _compilable_copy(model: Any) -> Any:
     torch.compile cannot trace (what ``mace.tools.compile.prepare`` does for mace's own
     calculator); the weights are copied and checked key by key."""
     from mace.modules import blocks
-    from mace.tools.compile import configure_autograd_for_compile, disable_e3nn_codegen, simplify
+    from mace.tools.compile import disable_e3nn_codegen, simplify
     from mace.tools.scripts_utils import extract_config_mace_model
 
-    configure_autograd_for_compile(allow_autograd=True)  # forces: torch.autograd.grad inside the graph
     cfg = extract_config_mace_model(model)
     with disable_e3nn_codegen(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # (mace's constructor copies a tensor with torch.tensor: a UserWarning)
@@ -626,6 +625,9 @@ class DistilledCalculator(Calculator):
                 warnings.simplefilter("ignore")
                 if first:
                     import torch._inductor.config as inductor_config
+                    from mace.tools.compile import configure_autograd_for_compile
+
+                    configure_autograd_for_compile(allow_autograd=True)  # forces: torch.autograd.grad inside the graph
 
                     # serial generated kernels: with OpenMP threads, inductor's CPU code for this model
                     # corrupts the heap ("double free or corruption", torch 2.13, measured here); the
