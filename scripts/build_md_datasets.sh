@@ -13,6 +13,8 @@
 # --temperatures 300,600,900 --md-time 0.6 --frame-every 30` (session 5); later ones come from
 # the plain NVT pools below, like every other dataset.
 # CP2K cost on 2 cores: ≈ 45 s per 16-atom Na3SbS4/Na3PS4 frame.
+# The label counts are totals of ML-MD labels: a dataset that already ships some is topped up
+# (session 14: Na3PS4 50 → 110, the 60 new picks farthest from the shipped frames).
 # Each SCF starts from the previous frame's wavefunction (--chain-guess: one composition, serial),
 # which shortens the SCF part and leaves the label unchanged to the SCF tolerance.
 set -euo pipefail
@@ -28,7 +30,7 @@ TABLE="
 Na3SbS4-cubic|Na3SbS4-cubic|-|finetuned:Na3SbS4-cubic|85
 Na3SbS4-tetragonal|Na3SbS4-tetragonal|-|finetuned:Na3SbS4-cubic|60
 Na3SbS4-cubic-W0.5|$WORK/md/W0.5.extxyz|-|finetuned:Na3SbS4-cubic|50
-Na3PS4-tetragonal|Na3PS4-tetragonal|-|chgnet|50
+Na3PS4-tetragonal|Na3PS4-tetragonal|-|chgnet|110
 NaCl|NaCl|--supercell 2x2x2|chgnet|50
 AgI-alpha|AgI-alpha|--supercell 2x2x2|chgnet|50
 "
@@ -52,7 +54,21 @@ while IFS='|' read -r name structure extra ff n <&3; do
     fi
     pool+=("$f")
   done
-  test -f "$WORK/${name}_snapshots.xyz" || $I select "${pool[@]}" -n "$n" -o "$WORK/${name}_snapshots.xyz"
+  # a dataset that already ships ML-MD labels is extended: the new picks are farthest from every
+  # shipped frame (`select --labelled`), and only the missing n - shipped are labelled
+  shipped=src/ionraman/data/datasets/${name}.xyz
+  if [ ! -f "$WORK/${name}_snapshots.xyz" ]; then
+    if [ -f "$shipped" ]; then
+      have=$($PY -c "import sys, ase.io; print(sum(str(a.info.get('snapshot_method', '')).startswith('ML-MD') for a in ase.io.read(sys.argv[1], ':')))" "$shipped")
+      if [ "$have" -lt "$n" ]; then
+        $I select "${pool[@]}" -n $((n - have)) --labelled "$shipped" -o "$WORK/${name}_snapshots.xyz"
+      else
+        echo "$name: $have ML-MD labels shipped, $n wanted; nothing to add"; continue
+      fi
+    else
+      $I select "${pool[@]}" -n "$n" -o "$WORK/${name}_snapshots.xyz"
+    fi
+  fi
   $I label "$WORK/${name}_snapshots.xyz" --engine cp2k -o "$WORK/${name}.xyz" --workers 1 --chain-guess --workdir "$WORK/cp2k_${name}" --no-progress || true
   $PY scripts/ship_labels.py "$WORK/${name}.xyz" --dataset "$name" --candidate "$name" --forcefield "$ff"
 done 3<<< "$TABLE"

@@ -133,3 +133,54 @@ def test_frames_after_a_broken_framework_are_not_candidates(tmp_path, caplog):
     with pytest.raises(InputError, match="larger than the 6 candidate"):
         select_from_trajectories([path], n=7, every=1)
     assert len(select_from_trajectories([path], n=10, every=1, intact_only=False)) == 10
+
+
+def test_fps_extends_an_existing_set_on_a_line():
+    """Points 0, 1, 2, 3, 10 with 0 already labelled: 10 (distance 10), then 3 (3 from 0, 7 from 10)."""
+    X = np.array([[0.0], [1.0], [2.0], [3.0], [10.0]])
+    idx, d = farthest_point_sampling(X, 3, existing=np.array([[0.0]]), return_distances=True)
+    assert idx == [4, 3, 1]  # 1 and 2 tie at distance 1 after {0, 3, 10}: the lower index wins
+    np.testing.assert_allclose(d, [10.0, 3.0, 1.0])
+    with pytest.raises(InputError, match="same descriptor"):
+        farthest_point_sampling(X, 1, existing=np.zeros((1, 2)))
+    with pytest.raises(InputError, match="both as arrays"):
+        farthest_point_sampling(X, 1, existing=_pool()[:1])
+
+
+def test_fps_in_two_steps_equals_fps_in_one():
+    """Picking 2, then 3 more with the first 2 as `existing`, gives the same 5 as one FPS run."""
+    frames = _pool()
+    once = farthest_point_sampling(frames, 5)
+    first = farthest_point_sampling(frames, 2)
+    rest = farthest_point_sampling(frames, 3, existing=[frames[i] for i in first])
+    assert first + rest == once
+    # a labelled structure is never picked again: its distance to the set is zero
+    again = farthest_point_sampling(frames, 12 - 5, existing=[frames[i] for i in once])
+    assert not set(again) & set(once)
+
+
+def test_select_extends_a_labelled_file(tmp_path):
+    from typer.testing import CliRunner
+
+    from ase.io import read, write
+
+    from ionraman.cli import app
+
+    cold, hot = tmp_path / "cold.h5", tmp_path / "hot.h5"
+    _write(cold, 300.0, 0.01)
+    _write(hot, 900.0, 0.3, seed=1)
+    runner = CliRunner()
+    r = runner.invoke(app, ["select", str(cold), str(hot), "-n", "3", "-o", str(tmp_path / "a.xyz")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["select", str(cold), str(hot), "-n", "4", "-o", str(tmp_path / "b.xyz"),
+                            "--labelled", str(tmp_path / "a.xyz"), "--json"])
+    assert r.exit_code == 0, r.output
+    a, b = read(tmp_path / "a.xyz", index=":"), read(tmp_path / "b.xyz", index=":")
+    seven = select_from_trajectories([cold, hot], n=7, every=1)
+    key = lambda x: (x.info["source"], int(x.info["frame"]))  # noqa: E731
+    assert [key(x) for x in a + b] == [key(x) for x in seven]
+    # a labelled file of another material is refused
+    other = tmp_path / "other.xyz"
+    write(other, bulk("KCl", "rocksalt", a=6.3, cubic=True), format="extxyz")
+    r = runner.invoke(app, ["select", str(cold), "-n", "1", "-o", str(tmp_path / "c.xyz"), "--labelled", str(other)])
+    assert r.exit_code != 0 and "K" in r.output and "same material" in r.output

@@ -538,18 +538,30 @@ def select(
     every: Annotated[int, typer.Option("--every", help="Consider every N-th frame.")] = 1,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the first pick.")] = 0,
     include_broken: Annotated[bool, typer.Option("--include-broken", help="Also pick frames after a run's framework broke.")] = False,
+    labelled: Annotated[list[Path] | None, typer.Option("--labelled", help="extxyz of structures already labelled (repeatable): "
+                                                       "the N new picks extend that set, farthest from it.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable summary.")] = False,
 ) -> None:
     """Farthest-point sampling in descriptor space across trajectories: N snapshots worth labelling.
 
     Frames after a run's framework broke (the integrity monitor) are left out unless --include-broken.
+    With --labelled, the picks extend an existing labelled set instead of starting anew.
     """
+    import ase.io
+
     from .polarizability.dataset import write_labelled
     from .polarizability.select import select_from_trajectories
 
-    frames = select_from_trajectories([str(p) for p in trajectories], n, every=every, seed=seed, intact_only=not include_broken)
+    existing = []
+    for p in labelled or []:
+        try:
+            existing += ase.io.read(p, index=":", format="extxyz")
+        except Exception as exc:  # ase raises many types for a bad file
+            raise InputError(f"{p}: cannot be read as extended XYZ ({exc}); pass the labelled extxyz of --labelled.") from None
+    frames = select_from_trajectories([str(p) for p in trajectories], n, every=every, seed=seed, intact_only=not include_broken,
+                                      existing=existing or None)
     write_labelled(output, frames)
-    summary = {"n": len(frames), "output": str(output),
+    summary = {"n": len(frames), "output": str(output), "n_labelled_before": len(existing),
                "sources": sorted({str(a.info.get("source", "")) for a in frames})}
     if as_json:
         _print_json(summary)

@@ -10,6 +10,9 @@ FPS: the first point is the structure farthest from the mean descriptor
 (``start="farthest"``, the default, deterministic) or one drawn at random with
 ``seed`` (``start="random"``); every next point is the structure whose distance
 to the already selected set is largest. Ties are broken by the lowest index.
+To extend a set that is already labelled, pass it as ``existing``: the picks then
+start from it (the first pick is the structure farthest from every labelled one,
+and the start rule is not used), so new labels go where the old ones are sparse.
 Greedy FPS is a 2-approximation of the k-centre problem, so outliers are
 picked first — exactly the configurations a model trained on the bulk of a
 trajectory would extrapolate to.
@@ -67,20 +70,37 @@ def farthest_point_sampling(
     descriptor: Any = None,
     start: str = "farthest",
     return_distances: bool = False,
+    existing: Sequence[Atoms] | np.ndarray | None = None,
 ) -> list[int] | tuple[list[int], np.ndarray]:
     """Indices of ``n`` structures chosen by farthest-point sampling, in the order picked.
 
     ``frames`` is a list of ase.Atoms (or directly an (N, d) descriptor array). See the module
-    docstring for the descriptor and the start rule. With ``return_distances`` also returns the
-    distance of each picked point to the set picked before it (the first is its distance to the mean).
+    docstring for the descriptor and the start rule. ``existing``: structures already labelled
+    (ase.Atoms, or an (M, d) array when ``frames`` is an array); every pick is then the
+    structure farthest from them and from the earlier picks. With ``return_distances`` also
+    returns the distance of each picked point to the set before it (without ``existing``, the
+    first is its distance to the mean).
     """
+    old = None
     if isinstance(frames, np.ndarray):
         X = frames_to_array(frames)
+        if existing is not None:
+            if not isinstance(existing, np.ndarray):
+                raise InputError("farthest_point_sampling got a descriptor array for frames but structures for existing; "
+                                 "pass both as arrays or both as structures.")
+            old = frames_to_array(existing)
+            if old.shape[1] != X.shape[1]:
+                raise InputError(f"existing descriptors have {old.shape[1]} features, frames {X.shape[1]}; "
+                                 "compute both with the same descriptor.")
     else:
         frames = list(frames)
         if not frames:
             raise InputError("farthest_point_sampling got no structures; pass a non-empty list.")
-        X = frame_descriptors(frames, descriptor)
+        old_frames = [] if existing is None else list(existing)
+        # one descriptor call over both sets, so they share species and settings
+        X = frame_descriptors(frames + old_frames, descriptor)
+        if old_frames:
+            X, old = X[: len(frames)], X[len(frames) :]
     N = X.shape[0]
     try:
         n = int(n)
@@ -90,20 +110,25 @@ def farthest_point_sampling(
         raise InputError(f"n={n} must be at least 1.")
     if n > N:
         raise InputError(f"n={n} is larger than the pool of {N} structures; ask for at most {N} or add more frames.")
-    if start == "farthest":
-        d_mean = np.linalg.norm(X - X.mean(axis=0), axis=1)
-        first = int(np.argmax(d_mean))
-        first_d = float(d_mean[first])
-    elif start == "random":
-        first = int(np.random.default_rng(seed).integers(N))
-        first_d = float(np.linalg.norm(X[first] - X.mean(axis=0)))
+    picked: list[int] = []
+    dists: list[float] = []
+    if old is not None and len(old):
+        dmin = np.min(np.linalg.norm(X[:, None, :] - old[None, :, :], axis=2), axis=1)
     else:
-        raise InputError(f"start={start!r} is not 'farthest' or 'random'.")
-    picked = [first]
-    dists = [first_d]
-    dmin = np.linalg.norm(X - X[first], axis=1)
-    dmin[first] = -np.inf
-    for _ in range(1, n):
+        if start == "farthest":
+            d_mean = np.linalg.norm(X - X.mean(axis=0), axis=1)
+            first = int(np.argmax(d_mean))
+            first_d = float(d_mean[first])
+        elif start == "random":
+            first = int(np.random.default_rng(seed).integers(N))
+            first_d = float(np.linalg.norm(X[first] - X.mean(axis=0)))
+        else:
+            raise InputError(f"start={start!r} is not 'farthest' or 'random'.")
+        picked.append(first)
+        dists.append(first_d)
+        dmin = np.linalg.norm(X - X[first], axis=1)
+        dmin[first] = -np.inf
+    while len(picked) < n:
         j = int(np.argmax(dmin))  # lowest index among ties
         picked.append(j)
         dists.append(float(dmin[j]))
@@ -128,6 +153,7 @@ def select_from_trajectories(
     start: str = "farthest",
     skip_fs: float = 0.0,
     intact_only: bool = True,
+    existing: Sequence[Atoms] | None = None,
 ) -> list[Atoms]:
     """Pick ``n`` diverse snapshots from several H5MD trajectories (e.g. different temperatures).
 
@@ -138,7 +164,8 @@ def select_from_trajectories(
     a P with three S) would teach the polarizability model configurations the material never has. Each returned Atoms records in ``info``:
     ``source`` (path), ``frame`` (index in that file), ``time_fs`` and ``temperature_K``
     (from the file's metadata, NaN if absent), plus ``fps_rank`` and ``fps_distance``.
-    The result is in FPS order (most informative first).
+    The result is in FPS order (most informative first). ``existing`` (structures already
+    labelled, e.g. a shipped dataset) makes the picks extend that set instead of starting anew.
     """
     from ..integrity import production_failure
     from ..trajectory import read_h5md
@@ -179,7 +206,11 @@ def select_from_trajectories(
         raise InputError(
             f"n={n} is larger than the {len(pool)} candidate frames (every={every}); lower every or n, or add trajectories."
         )
-    idx, dist = farthest_point_sampling(pool, n, seed=seed, descriptor=descriptor, start=start, return_distances=True)
+    if existing is not None:
+        existing = list(existing)
+        _check_labelled_species(pool, existing)
+    idx, dist = farthest_point_sampling(pool, n, seed=seed, descriptor=descriptor, start=start, return_distances=True,
+                                        existing=existing or None)
     out = []
     for rank, (i, d) in enumerate(zip(idx, dist)):
         a = pool[i]
@@ -188,3 +219,13 @@ def select_from_trajectories(
         out.append(a)
     return out
 
+
+def _check_labelled_species(pool: list[Atoms], existing: list[Atoms]) -> None:
+    # the descriptor is per atom, so different cells are comparable; different compositions
+    # are too, but a species only the labelled set has would be a sign of the wrong file
+    extra = sorted(set(species_of(existing)) - set(species_of(pool)))
+    if extra:
+        raise InputError(
+            f"the labelled structures contain {', '.join(extra)}, which no trajectory frame has; "
+            "pass the labelled file of the same material."
+        )
