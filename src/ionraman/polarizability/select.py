@@ -113,7 +113,9 @@ def farthest_point_sampling(
     picked: list[int] = []
     dists: list[float] = []
     if old is not None and len(old):
-        dmin = np.min(np.linalg.norm(X[:, None, :] - old[None, :, :], axis=2), axis=1)
+        from scipy.spatial.distance import cdist  # (N, M) memory, not (N, M, d)
+
+        dmin = cdist(X, old).min(axis=1)
     else:
         if start == "farthest":
             d_mean = np.linalg.norm(X - X.mean(axis=0), axis=1)
