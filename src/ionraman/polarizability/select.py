@@ -11,8 +11,8 @@ FPS: the first point is the structure farthest from the mean descriptor
 ``seed`` (``start="random"``); every next point is the structure whose distance
 to the already selected set is largest. Ties are broken by the lowest index.
 To extend a set that is already labelled, pass it as ``existing``: the picks then
-start from it (the first pick is the structure farthest from every labelled one,
-and the start rule is not used), so new labels go where the old ones are sparse.
+start from it (the first pick is the structure whose nearest labelled structure is
+farthest away, and the start rule is not used), so new labels go where the old ones are sparse.
 Greedy FPS is a 2-approximation of the k-centre problem, so outliers are
 picked first — exactly the configurations a model trained on the bulk of a
 trajectory would extrapolate to.
