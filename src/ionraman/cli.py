@@ -547,17 +547,10 @@ def select(
     Frames after a run's framework broke (the integrity monitor) are left out unless --include-broken.
     With --labelled, the picks extend an existing labelled set instead of starting anew.
     """
-    import ase.io
-
-    from .polarizability.dataset import write_labelled
+    from .polarizability.dataset import read_extxyz_frames, write_labelled
     from .polarizability.select import select_from_trajectories
 
-    existing = []
-    for p in labelled or []:
-        try:
-            existing += ase.io.read(p, index=":", format="extxyz")
-        except Exception as exc:  # ase raises many types for a bad file
-            raise InputError(f"{p}: cannot be read as extended XYZ ({exc}); pass the labelled extxyz of --labelled.") from None
+    existing = [a for p in labelled or [] for a in read_extxyz_frames(p, "a structure already labelled")]
     frames = select_from_trajectories([str(p) for p in trajectories], n, every=every, seed=seed, intact_only=not include_broken,
                                       existing=existing or None)
     write_labelled(output, frames)
